@@ -1,0 +1,96 @@
+"""Model configurations (data, not code) and the named presets."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Geometry of a Wan 2.1 text-to-video DiT. Field names follow the official config."""
+
+    dim: int = 1536
+    ffn_dim: int = 8960
+    num_heads: int = 12
+    num_layers: int = 30
+    in_dim: int = 16
+    out_dim: int = 16
+    text_dim: int = 4096
+    text_len: int = 512
+    freq_dim: int = 256
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    qk_norm: bool = True
+    cross_attn_norm: bool = True
+    eps: float = 1e-6
+    rope_max_positions: int = 1024
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        if self.dim % self.num_heads:
+            raise ValueError(f"DiTConfig: dim={self.dim} is not divisible by num_heads={self.num_heads}")
+        if self.head_dim % 2 or self.head_dim < 6:
+            raise ValueError(f"DiTConfig: head_dim={self.head_dim} must be even and >= 6 for 3-D RoPE")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["patch_size"] = list(self.patch_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DiTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"DiTConfig: unknown fields {unknown}; expected a subset of {sorted(known)}")
+        return cls(**d)
+
+
+DIT_PRESETS: dict[str, DiTConfig] = {
+    "wan2.1-t2v-1.3b": DiTConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
+    "wan2.1-t2v-14b": DiTConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
+    # Tiny presets: same architecture, sizes for tests and CPU training.
+    "tiny": DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, text_len=16),
+    "tiny-wide": DiTConfig(dim=128, ffn_dim=256, num_heads=4, num_layers=4, text_dim=32, text_len=16),
+}
+
+
+def dit_preset(name: str) -> DiTConfig:
+    try:
+        return DIT_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown DiT preset {name!r}; allowed: {sorted(DIT_PRESETS)}") from None
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """What a checkpoint was trained for; stored in our checkpoint header so loaders need no guessing."""
+
+    causal: bool = False
+    chunk_frames: int = 3
+    shift: float = 5.0
+    timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)  # before the shift warp
+    transition: str = "renoise"
+    context_t: float = 0.0
+    integer_timesteps: bool = False  # official Wan truncates t to int; Self Forcing / ComfyUI pass floats
+    trained_steps: int = 0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["timesteps"] = list(self.timesteps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SamplingDefaults":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"SamplingDefaults: unknown fields {unknown}; expected a subset of {sorted(known)}")
+        d = dict(d)
+        if "timesteps" in d:
+            d["timesteps"] = tuple(float(t) for t in d["timesteps"])
+        return cls(**d)

@@ -1,0 +1,103 @@
+"""Transformer block and output head of the Wan DiT (module names equal the official weights)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .layers import FP32LayerNorm, RMSNorm, gate, modulate
+from .rope import apply_rope
+
+
+class _Projections(nn.Module):
+    """q/k/v/o linears with optional RMS q/k norm over the full dim (Wan's `qk_norm`)."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, L, dim] -> [B, heads, L, head_dim]"""
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, heads, L, head_dim] -> o([B, L, dim])"""
+        return self.o(x.transpose(1, 2).flatten(2))
+
+
+class SelfAttention(_Projections):
+    def forward(self, x, rope, attn, mask=None, layer_cache=None, plan=None, tokens_per_frame=0):
+        """x: [B, L, dim]; rope: (cos, sin) [L, head_dim/2] (ignored with a cache, which places positions)."""
+        q = self.heads(self.norm_q(self.q(x)))
+        k = self.heads(self.norm_k(self.k(x)))
+        v = self.heads(self.v(x))
+        if layer_cache is not None:
+            out = layer_cache.attend(q, k, v, plan, tokens_per_frame, attn)
+        else:
+            cos, sin = rope
+            out = attn(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, mask)
+        return self.merge(out)
+
+
+class CrossAttention(_Projections):
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """context: [B, L_ctx, dim] (embedded prompt) -> k, v: [B, heads, L_ctx, head_dim]"""
+        return self.heads(self.norm_k(self.k(context))), self.heads(self.v(context))
+
+    def forward(self, x, kv, attn):
+        q = self.heads(self.norm_q(self.q(x)))
+        return self.merge(attn(q, kv[0], kv[1], None))
+
+
+class WanBlock(nn.Module):
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, qk_norm: bool, cross_attn_norm: bool, eps: float):
+        super().__init__()
+        self.modulation = nn.Parameter(torch.zeros(1, 6, dim))
+        self.norm1 = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(dim, num_heads, qk_norm, eps)
+        self.norm3 = FP32LayerNorm(dim, eps, elementwise_affine=True) if cross_attn_norm else nn.Identity()
+        self.cross_attn = CrossAttention(dim, num_heads, qk_norm, eps)
+        self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [B, L, dim] float32 residual stream
+        e0: torch.Tensor,  # [B, F, 6, dim] per-frame time projection
+        ctx_kv: tuple[torch.Tensor, torch.Tensor],
+        rope,
+        attn,
+        mask: Optional[torch.Tensor] = None,
+        layer_cache=None,
+        plan=None,
+    ) -> torch.Tensor:
+        F = e0.shape[1]
+        dt = self.ffn[0].weight.dtype
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float().unsqueeze(0) + e0.float()).unbind(2)
+        h = modulate(self.norm1(x), shift1, scale1, F).to(dt)
+        y = self.self_attn(h, rope, attn, mask, layer_cache, plan, x.shape[1] // F)
+        x = x + gate(y, gate1, F)
+        x = x + self.cross_attn(self.norm3(x).to(dt), ctx_kv, attn).float()
+        y = self.ffn(modulate(self.norm2(x), shift2, scale2, F).to(dt))
+        return x + gate(y, gate2, F)
+
+
+class WanHead(nn.Module):
+    def __init__(self, dim: int, out_dim: int, patch_size: tuple[int, int, int], eps: float):
+        super().__init__()
+        self.norm = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.head = nn.Linear(dim, out_dim * patch_size[0] * patch_size[1] * patch_size[2])
+        self.modulation = nn.Parameter(torch.zeros(1, 2, dim))
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, dim]; e: [B, F, dim] (un-projected time embedding) -> [B, L, out*prod(patch)]"""
+        F = e.shape[1]
+        shift, scale = (self.modulation.float().unsqueeze(0) + e.float().unsqueeze(2)).unbind(2)
+        return self.head(modulate(self.norm(x), shift, scale, F).to(self.head.weight.dtype))

@@ -1,0 +1,54 @@
+"""Checks of user-facing generation parameters; each failure is a ValueError naming the parameter."""
+from __future__ import annotations
+
+import torch
+
+VAE_TIME = 4
+VAE_SPACE = 8
+SIZE_MULTIPLE = 16  # VAE 8x times patch 2x
+
+
+def latent_frames_for(frames: int) -> int:
+    """Pixel frames (4k+1) -> latent frames (k+1)."""
+    if not isinstance(frames, int) or frames < 1 or (frames - 1) % VAE_TIME:
+        raise ValueError(f"frames must be of the form 4k+1 (1, 5, 9, ..., 81, ...), got {frames!r}")
+    return (frames - 1) // VAE_TIME + 1
+
+
+def pixel_frames_for(latent_frames: int) -> int:
+    return 1 + VAE_TIME * (latent_frames - 1)
+
+
+def latent_size_for(height: int, width: int) -> tuple[int, int]:
+    for name, v in (("height", height), ("width", width)):
+        if not isinstance(v, int) or v < SIZE_MULTIPLE or v % SIZE_MULTIPLE:
+            raise ValueError(f"{name} must be a positive multiple of {SIZE_MULTIPLE} (e.g. 480, 832), got {v!r}")
+    return height // VAE_SPACE, width // VAE_SPACE
+
+
+def check_chunking(latent_frames: int, chunk_frames: int) -> int:
+    if not isinstance(chunk_frames, int) or chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
+    if latent_frames % chunk_frames:
+        divisors = [d for d in range(1, latent_frames + 1) if latent_frames % d == 0]
+        raise ValueError(
+            f"chunk_frames={chunk_frames} does not divide the {latent_frames} latent frames; "
+            f"allowed chunk sizes for this length: {divisors}"
+        )
+    return latent_frames // chunk_frames
+
+
+def check_conditioning(context: torch.Tensor, name: str = "conditioning") -> None:
+    if context is None:
+        raise ValueError(f"{name} is missing: give a prompt embedding [B, L, text_dim]")
+    if not isinstance(context, torch.Tensor) or context.ndim != 3:
+        shape = tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__
+        raise ValueError(f"{name} must be a tensor [B, L, text_dim], got {shape}")
+    if context.shape[0] == 0 or context.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(context.shape)}): give a non-empty prompt embedding")
+    check_finite(context, name)
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
