@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .dit.rope import RopeTable, apply_rope
+from .rope import RopeTable, apply_rope
 
 POLICIES = ("full", "window", "sink_window")
 POSITIONS = ("absolute", "cache_relative")

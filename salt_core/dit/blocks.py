@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .layers import FP32LayerNorm, RMSNorm, gate, modulate
-from .rope import apply_rope
+from ..rope import apply_rope
 
 
 class _Projections(nn.Module):

@@ -16,7 +16,7 @@ from ..kv_cache import CachePolicy, KVCache
 from .attention import Attention
 from .blocks import WanBlock, WanHead
 from .layers import init_like_wan, timestep_sinusoid
-from .rope import RopeTable
+from ..rope import RopeTable
 
 
 class WanDiT(nn.Module):
