@@ -1,0 +1,247 @@
+"""Loading a DiT (or VAE) checkpoint: all-or-nothing.
+
+Order: open the file (names, shapes, dtypes only) -> detect format and config -> compare every
+key and shape with the model the config describes -> only then build the model on the meta
+device and fill it tensor by tensor (`load_state_dict(strict=True, assign=True)`), so memory
+holds one copy of the weights and a bad file never yields a half-loaded model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+import torch
+
+from ..config import DiTConfig, SamplingDefaults
+from ..dit import WanDiT
+from .detect import detect_from_shapes
+from .io import CheckpointError, CheckpointReader, TensorInfo, open_checkpoint
+from .save import SALT_FORMAT_VERSION
+
+# What a file without our header was most likely trained for.
+SELF_FORCING_SAMPLING = SamplingDefaults(
+    causal=True, chunk_frames=3, shift=5.0, timesteps=(1000.0, 750.0, 500.0, 250.0),
+    transition="renoise", context_t=0.0, integer_timesteps=False,
+)
+# Wan 2.1 t2v reference sampler: 50 steps, shift 5.0 (generate.py default for t2v at any size),
+# t truncated to int. A plain Wan model is a many-step teacher (with CFG), not a few-step student.
+WAN_SAMPLING = SamplingDefaults(
+    causal=False, chunk_frames=3, shift=5.0, timesteps=tuple(1000.0 - 20.0 * i for i in range(50)),
+    transition="ode", context_t=0.0, integer_timesteps=True,
+)
+_CAUSAL_NAME_HINTS = ("self_forcing", "self-forcing", "selfforcing", "longlive", "causal_forcing",
+                      "causal-forcing", "causvid")
+MAX_LISTED = 10
+
+
+@dataclass(frozen=True)
+class LoadedInfo:
+    path: str
+    format: str  # "salt" | "official" | "comfyui" | "diffusers" | "self_forcing"
+    config: DiTConfig
+    preset: Optional[str]
+    sampling: SamplingDefaults
+    sampling_source: str  # "header" | "self_forcing default" | "filename hint" | "wan default"
+    dtype: torch.dtype
+    trainer_entry: Optional[str] = None  # e.g. "generator_ema"
+    metadata: dict = field(default_factory=dict)  # the safetensors header metadata, as stored
+    notes: tuple[str, ...] = ()
+
+
+# ---- our header --------------------------------------------------------------------------------
+
+def _header_json(metadata: Mapping[str, str], key: str, source: str):
+    if key not in metadata:
+        raise CheckpointError(f"{source}: salt header has no {key!r} field")
+    try:
+        return json.loads(metadata[key])
+    except ValueError as e:
+        raise CheckpointError(f"{source}: salt header field {key!r} is not valid JSON ({e})") from None
+
+
+def salt_header_kind(metadata: Mapping[str, str], source: str) -> Optional[str]:
+    """'dit' / 'vae' for files written by save_dit / save_vae, None for foreign files."""
+    if "salt_format" not in metadata:
+        return None
+    try:
+        version = int(metadata["salt_format"])
+    except ValueError:
+        raise CheckpointError(f"{source}: salt header field 'salt_format' is {metadata['salt_format']!r}, "
+                              "expected an integer") from None
+    if version > SALT_FORMAT_VERSION:
+        raise CheckpointError(f"{source}: written in salt format {version} by salt_core "
+                              f"{metadata.get('salt_core_version', '?')}; this salt_core reads up to "
+                              f"{SALT_FORMAT_VERSION}: upgrade salt_core")
+    return metadata.get("salt_kind", "dit")
+
+
+def _from_header(cls, metadata, key, source):
+    try:
+        return cls.from_dict(_header_json(metadata, key, source))
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: salt header field {key!r} is invalid: {e}") from None
+
+
+# ---- checks ------------------------------------------------------------------------------------
+
+def _listing(title: str, lines: list[str]) -> str:
+    more = f"\n    ... and {len(lines) - MAX_LISTED} more" if len(lines) > MAX_LISTED else ""
+    return f"\n  {title} ({len(lines)}):\n    " + "\n    ".join(lines[:MAX_LISTED]) + more
+
+
+def check_keys(expected: Mapping[str, tuple], found: Mapping[str, tuple], names: Mapping[str, str],
+               source: str, what: str) -> None:
+    """Every expected key present with its shape, nothing else -> else one CheckpointError."""
+    missing = [f"{k}  (expected {tuple(s)})" for k, s in expected.items() if k not in found]
+    unexpected = [f"{names.get(k, k)}  (found {tuple(s)})" for k, s in found.items() if k not in expected]
+    wrong = [f"{names.get(k, k)}: expected {tuple(expected[k])}, found {tuple(s)}"
+             for k, s in found.items() if k in expected and tuple(s) != tuple(expected[k])]
+    if missing or unexpected or wrong:
+        msg = f"{source}: does not match {what}; nothing was loaded."
+        if missing:
+            msg += _listing("missing keys", missing)
+        if unexpected:
+            msg += _listing("unexpected keys", unexpected)
+        if wrong:
+            msg += _listing("shape mismatches", wrong)
+        raise CheckpointError(msg)
+
+
+def _choose_dtype(infos: Mapping[str, TensorInfo], dtype: Optional[torch.dtype], source: str,
+                  notes: list[str]) -> torch.dtype:
+    bad = [f"{k} ({i.dtype})" for k, i in infos.items() if not i.dtype.is_floating_point]
+    if bad:
+        raise CheckpointError(f"{source}: expected floating-point weights; found {bad[:MAX_LISTED]}")
+    if dtype is not None:
+        return dtype
+    counts = Counter()
+    for info in infos.values():
+        counts[info.dtype] += max(1, int(torch.Size(info.shape).numel()))
+    chosen = counts.most_common(1)[0][0]
+    if len(counts) > 1:
+        notes.append(f"mixed dtypes {sorted(str(d) for d in counts)}: loading everything as {chosen}")
+    if chosen.itemsize == 1:  # fp8 storage: no CPU kernels; compute in bf16
+        notes.append(f"weights stored as {chosen}: loading as torch.bfloat16")
+        chosen = torch.bfloat16
+    return chosen
+
+
+def _fill(model: torch.nn.Module, reader: CheckpointReader, names: Mapping[str, str], device, dtype) -> None:
+    state = {k: reader.read(names[k]).to(device=device, dtype=dtype, copy=True) for k in model.state_dict()}
+    model.load_state_dict(state, strict=True, assign=True)
+
+
+# ---- DiT ---------------------------------------------------------------------------------------
+
+def _describe_dit(c: DiTConfig, preset: Optional[str]) -> str:
+    name = f"preset {preset!r}" if preset else "config"
+    return (f"a Wan 2.1 DiT ({name}: dim={c.dim}, ffn_dim={c.ffn_dim}, layers={c.num_layers}, "
+            f"text_dim={c.text_dim}, qk_norm={c.qk_norm}, cross_attn_norm={c.cross_attn_norm})")
+
+
+def _sampling_for(fmt: str, path: str, notes: list[str]) -> tuple[SamplingDefaults, str]:
+    if fmt == "self_forcing":
+        return SELF_FORCING_SAMPLING, "self_forcing default"
+    base = os.path.basename(path).lower()
+    if any(h in base for h in _CAUSAL_NAME_HINTS):
+        notes.append("no sampling header; the file name suggests a Self Forcing-family causal student: "
+                     "assuming causal, chunks of 3 latent frames, 4 steps, renoise (check chunk_frames)")
+        return SELF_FORCING_SAMPLING, "filename hint"
+    notes.append("no sampling header: assuming a plain Wan 2.1 model (bidirectional, 50 steps, shift 5, "
+                 "integer timesteps); if this is a distilled student, set its sampling explicitly")
+    return WAN_SAMPLING, "wan default"
+
+
+def load_dit(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: Optional[torch.dtype] = None,
+             which: str = "auto", config: Optional[DiTConfig] = None) -> tuple[WanDiT, LoadedInfo]:
+    """Load a Wan 2.1 t2v DiT from any supported format -> (model in eval mode, LoadedInfo).
+
+    which: Self Forcing trainer entry ("auto" = generator_ema when present, else generator; "ema",
+    "generator", "critic"). dtype: None keeps the file's (fp8 -> bf16). config: skip detection."""
+    path = os.fspath(path)
+    with open_checkpoint(path, which=which) as reader:
+        kind = salt_header_kind(reader.metadata, path)
+        if kind == "vae":
+            raise CheckpointError(f"{path}: this is a salt VAE checkpoint; load it with load_vae")
+        header_sampling = None
+        if kind == "dit":
+            config = config or _from_header(DiTConfig, reader.metadata, "dit_config", path)
+            header_sampling = _from_header(SamplingDefaults, reader.metadata, "sampling", path)
+        det = detect_from_shapes(reader.shapes(), trainer_entry=reader.trainer_entry, config=config,
+                                 source=path, notes=reader.notes)
+        fmt = "salt" if kind == "dit" else det.format
+        notes = list(det.notes)
+        with torch.device("meta"):
+            model = WanDiT(det.config)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        check_keys(expected, det.shapes, det.names, path, _describe_dit(det.config, det.preset))
+        dtype = _choose_dtype({k: reader.infos[det.names[k]] for k in expected}, dtype, path, notes)
+        _fill(model, reader, det.names, device, dtype)
+    if header_sampling is not None:
+        sampling, sampling_source = header_sampling, "header"
+    else:
+        sampling, sampling_source = _sampling_for(fmt, path, notes)
+    info = LoadedInfo(path, fmt, det.config, det.preset, sampling, sampling_source, dtype,
+                      det.trainer_entry, dict(reader.metadata), tuple(notes))
+    return model.eval(), info
+
+
+# ---- VAE ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VAELoadedInfo:
+    path: str
+    format: str  # "salt" | "official" | "diffusers"
+    config: object  # VAEConfig
+    preset: Optional[str]
+    dtype: torch.dtype
+    metadata: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def _materialise_config_buffers(model: torch.nn.Module, config, device) -> None:
+    """Non-persistent buffers left on meta (not in the file) that mirror a config field, e.g. the VAE's
+    latent_mean / latent_std, are rebuilt from the config."""
+    for full, buf in list(model.named_buffers()):
+        if not buf.is_meta:
+            continue
+        owner_name, _, name = full.rpartition(".")
+        if not hasattr(config, name):
+            raise RuntimeError(f"cannot materialise buffer {full!r}: no config field {name!r}")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        value = torch.tensor(getattr(config, name), dtype=buf.dtype, device=device).view(buf.shape)
+        owner.register_buffer(name, value, persistent=False)
+
+
+def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: Optional[torch.dtype] = None,
+             config=None):
+    """Load a Wan 2.1 VAE (official .pth / .safetensors, ComfyUI wan_2.1_vae, diffusers names, ours)
+    -> (WanVAE in eval mode, VAELoadedInfo). config (a VAEConfig) skips detection."""
+    from ..vae import VAEConfig, WanVAE
+    from .detect import detect_vae
+
+    path = os.fspath(path)
+    with open_checkpoint(path) as reader:
+        kind = salt_header_kind(reader.metadata, path)
+        if kind == "dit":
+            raise CheckpointError(f"{path}: this is a salt DiT checkpoint; load it with load_dit")
+        if kind == "vae":
+            config = config or _from_header(VAEConfig, reader.metadata, "vae_config", path)
+        det = detect_vae(reader.shapes(), config=config, source=path)
+        notes = [*reader.notes, *det.notes]
+        with torch.device("meta"):
+            model = WanVAE(det.config)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        check_keys(expected, det.shapes, det.names, path,
+                   f"a Wan 2.1 VAE ({f'preset {det.preset!r}' if det.preset else 'given config'})")
+        dtype = _choose_dtype({k: reader.infos[det.names[k]] for k in expected}, dtype, path, notes)
+        _fill(model, reader, det.names, device, dtype)
+    _materialise_config_buffers(model, det.config, device)
+    info = VAELoadedInfo(path, "salt" if kind == "vae" else det.format, det.config, det.preset, dtype,
+                         dict(reader.metadata), tuple(notes))
+    return model.eval(), info

@@ -1,0 +1,220 @@
+"""Building blocks of the Wan 2.1 causal video VAE.
+
+Every temporal layer is *causal* and *streamable*: it consumes a video as a sequence of
+chunks and keeps, in a `FeatureCache`, exactly the past frames it still needs. Feeding a
+video in one piece or in any split into chunks gives the same result. A fresh cache means
+"this chunk starts the video".
+
+Attribute names equal the official Wan 2.1 checkpoint names (`residual.2.weight`,
+`resample.1.bias`, `time_conv.weight`, `to_qkv`, `proj`, `gamma`, ...).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _triple
+
+
+class FeatureCache:
+    """Per-layer temporal state of one stream (one batch of videos being encoded or decoded).
+
+    Holds at most 2 frames per causal conv (at that conv's resolution), so its size is bounded
+    by the frame size, not by the video length.
+    """
+
+    def __init__(self) -> None:
+        self._frames: dict[nn.Module, Tensor] = {}
+        self._started: set[nn.Module] = set()
+
+    def get(self, layer: nn.Module) -> Tensor | None:
+        return self._frames.get(layer)
+
+    def set(self, layer: nn.Module, frames: Tensor) -> None:
+        self._frames[layer] = frames
+
+    def first_call(self, layer: nn.Module) -> bool:
+        """True the first time `layer` asks in this stream (then records that it has started)."""
+        if layer in self._started:
+            return False
+        self._started.add(layer)
+        return True
+
+    def reset(self) -> None:
+        self._frames.clear()
+        self._started.clear()
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._frames.values())
+
+
+class CausalConv3d(nn.Conv3d):
+    """3-D conv that looks only at the present and past frames.
+
+    `padding=(pt, ph, pw)` pads H and W symmetrically and gives each output `2*pt` frames of
+    past context: zeros before the start of the video, cached frames of the previous chunk after.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0)
+        pad_t, pad_h, pad_w = _triple(padding)
+        self.context = 2 * pad_t
+        self.spatial_pad = (pad_w, pad_w, pad_h, pad_h)
+
+    def forward(self, x: Tensor, cache: FeatureCache | None = None) -> Tensor:
+        # x: [B, C, T, H, W] -> [B, C_out, T', H', W']
+        if self.context == 0:
+            return super().forward(F.pad(x, self.spatial_pad) if any(self.spatial_pad) else x)
+        past = cache.get(self) if cache is not None else None
+        seq = x if past is None else torch.cat([past.to(x), x], dim=2)
+        if cache is not None:
+            cache.set(self, seq[:, :, -self.context:].clone())  # clone: do not pin the whole chunk
+        missing = self.context - (0 if past is None else past.shape[2])
+        return super().forward(F.pad(seq, self.spatial_pad + (missing, 0)))
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the channel axis (dim 1): x / ||x|| * sqrt(C) * gamma.
+
+    `spatial_dims` is the number of axes after C: 3 for video [B, C, T, H, W], 2 for images.
+    Half-precision inputs are normalised in fp32.
+    """
+
+    def __init__(self, dim: int, spatial_dims: int = 3) -> None:
+        super().__init__()
+        self.scale = dim**0.5
+        self.gamma = nn.Parameter(torch.ones(dim, *([1] * spatial_dims)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        low_precision = x.dtype in (torch.float16, torch.bfloat16)
+        y = F.normalize(x.float() if low_precision else x, dim=1).to(x.dtype)
+        return y * self.scale * self.gamma
+
+
+def _per_frame(fn, x: Tensor) -> Tensor:
+    """Apply a 2-D op to every frame. x: [B, C, T, H, W] -> [B, C', T, H', W']."""
+    b, _, t = x.shape[:3]
+    y = fn(x.transpose(1, 2).flatten(0, 1))  # [(B T), C, H, W]
+    return y.unflatten(0, (b, t)).transpose(1, 2)
+
+
+class Upsample2x(nn.Module):
+    """Nearest-exact 2x spatial upsample of images [N, C, H, W] (computed in fp32, as official)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(x.float(), scale_factor=(2.0, 2.0), mode="nearest-exact").to(x.dtype)
+
+
+class Resample(nn.Module):
+    """2x spatial down/upsample, optionally with 2x causal temporal down/upsample.
+
+    modes:
+      downsample2d / upsample2d: per-frame spatial resampling only.
+      downsample3d: frame 0 passes through; then output k >= 1 is a stride-2 conv over
+                    frames (2k-2, 2k-1, 2k). T = 1 + 2n -> 1 + n.
+      upsample3d:   frame 0 passes through; every later frame becomes 2 frames (a causal
+                    conv doubles channels, the halves are interleaved in time). T -> 1 + 2(T-1).
+    Upsampling halves the channel count (official Wan 2.1 layout).
+    """
+
+    MODES = ("downsample2d", "downsample3d", "upsample2d", "upsample3d")
+
+    def __init__(self, dim: int, mode: str) -> None:
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"Resample: mode={mode!r}; allowed: {list(self.MODES)}")
+        self.mode = mode
+        if mode.startswith("upsample"):
+            self.resample = nn.Sequential(Upsample2x(), nn.Conv2d(dim, dim // 2, 3, padding=1))
+        else:
+            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2))
+        if mode == "upsample3d":
+            self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1), padding=(1, 0, 0))
+        elif mode == "downsample3d":
+            self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
+
+    def forward(self, x: Tensor, cache: FeatureCache) -> Tensor:
+        # x: [B, C, T, H, W]
+        if self.mode == "upsample3d":
+            x = self._upsample_time(x, cache)
+        x = _per_frame(self.resample, x)
+        if self.mode == "downsample3d":
+            x = self._downsample_time(x, cache)
+        return x
+
+    def _upsample_time(self, x: Tensor, cache: FeatureCache) -> Tensor:
+        # x: [B, C, T, H, W] -> [B, C, 2T (or 2T-1 on the first chunk), H, W]
+        head = None
+        if cache.first_call(self):
+            head, x = x[:, :, :1], x[:, :, 1:]
+        if x.shape[2] > 0:
+            b, c, t, h, w = x.shape
+            y = self.time_conv(x, cache)  # [B, 2C, T, H, W]
+            x = y.view(b, 2, c, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c, 2 * t, h, w)
+        return x if head is None else torch.cat([head, x], dim=2)
+
+    def _downsample_time(self, x: Tensor, cache: FeatureCache) -> Tensor:
+        # x: [B, C, T, H, W] -> [B, C, T', H, W]; pending frames wait in the cache for their window
+        pending = cache.get(self)
+        head = None
+        if pending is None:
+            head, pending = x[:, :, :1], x
+        else:
+            pending = torch.cat([pending.to(x), x], dim=2)
+        windows = (pending.shape[2] - 1) // 2  # windows of 3 frames at stride 2
+        cache.set(self, pending[:, :, 2 * windows:].clone())
+        parts = [] if head is None else [head]
+        if windows > 0:
+            parts.append(self.time_conv(pending[:, :, : 2 * windows + 1]))
+        if not parts:  # too few frames for a window yet
+            return x[:, :, :0]
+        return torch.cat(parts, dim=2)
+
+
+class ResidualBlock(nn.Module):
+    """norm -> SiLU -> causal conv -> norm -> SiLU -> dropout -> causal conv, plus a (1x1x1) shortcut."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.residual = nn.Sequential(
+            RMSNorm(in_dim), nn.SiLU(), CausalConv3d(in_dim, out_dim, 3, padding=1),
+            RMSNorm(out_dim), nn.SiLU(), nn.Dropout(dropout), CausalConv3d(out_dim, out_dim, 3, padding=1),
+        )
+        self.shortcut = CausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
+
+    def forward(self, x: Tensor, cache: FeatureCache) -> Tensor:
+        # x: [B, C_in, T, H, W] -> [B, C_out, T, H, W]
+        return self.shortcut(x) + run_streaming(self.residual, x, cache)
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention over the H*W positions of each frame (no temporal mixing)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = RMSNorm(dim, spatial_dims=2)
+        self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+        nn.init.zeros_(self.proj.weight)  # block starts as identity, as in the official init
+
+    def forward(self, x: Tensor, cache: FeatureCache | None = None) -> Tensor:
+        # x: [B, C, T, H, W]; cache unused (no temporal state)
+        return x + _per_frame(self._attend, x)
+
+    def _attend(self, x: Tensor) -> Tensor:
+        # x: [N, C, H, W] with N = B*T
+        n, c, h, w = x.shape
+        qkv = self.to_qkv(self.norm(x)).flatten(2).transpose(1, 2)  # [N, HW, 3C]
+        q, k, v = qkv.unsqueeze(1).chunk(3, dim=-1)  # each [N, 1, HW, C]
+        y = F.scaled_dot_product_attention(q, k, v)  # [N, 1, HW, C]
+        return self.proj(y.squeeze(1).transpose(1, 2).reshape(n, c, h, w))
+
+
+_STREAMING = (CausalConv3d, Resample, ResidualBlock, AttentionBlock)
+
+
+def run_streaming(layers: nn.Sequential, x: Tensor, cache: FeatureCache) -> Tensor:
+    """Run a Sequential, handing the cache to the layers that take one."""
+    for layer in layers:
+        x = layer(x, cache) if isinstance(layer, _STREAMING) else layer(x)
+    return x

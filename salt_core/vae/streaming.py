@@ -1,0 +1,76 @@
+"""Streaming VAE decode: latents in, pixel frames out, one chunk at a time.
+
+The decoder's causal convs keep at most 2 past frames each in a `FeatureCache`, so memory is
+bounded by the chunk size, not by the video length, and the concatenation of all outputs
+equals `WanVAE.decode` of the whole latent tensor.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+from torch import Tensor
+
+from .layers import FeatureCache
+
+if TYPE_CHECKING:
+    from .model import WanVAE
+
+
+class StreamingDecoder:
+    """Decode a latent video chunk by chunk.
+
+        dec = vae.streaming_decoder()
+        frames = dec.decode_next(z_chunk)   # z_chunk: [B, z, t, h, w] raw latents, t >= 1
+
+    The first latent frame of the stream gives 1 pixel frame, every later one gives
+    `temporal_factor` (4) frames; output is [B, 3, n, 8h, 8w] clamped to [-1, 1].
+    Run under `torch.inference_mode()` unless gradients are wanted (the cache keeps the graph).
+    """
+
+    def __init__(self, vae: "WanVAE", frames_per_step: int = 1) -> None:
+        if int(frames_per_step) < 1:
+            raise ValueError(f"StreamingDecoder: frames_per_step={frames_per_step} must be >= 1")
+        self.vae = vae
+        self.frames_per_step = int(frames_per_step)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream: the next call starts a new video."""
+        self.cache = FeatureCache()
+        self.latent_frames_in = 0
+        self.frames_out = 0
+        self._geometry: tuple[int, int, int] | None = None  # (B, h, w) of the stream
+
+    def decode_next(self, z_chunk: Tensor) -> Tensor:
+        """z_chunk: [B, z, t, h, w] (t >= 1) -> pixel frames [B, 3, n, 8h, 8w] with
+        n = 1 + 4(t-1) on the first call of a stream and 4t afterwards."""
+        z = self.vae.validate_latent(z_chunk, "StreamingDecoder.decode_next")
+        b, _, t, h, w = z.shape
+        if self._geometry is not None and self._geometry != (b, h, w):
+            raise ValueError(
+                "StreamingDecoder.decode_next: chunk has (B, h, w) = "
+                f"{(b, h, w)} but the stream started with {self._geometry}; call reset() for a new video"
+            )
+        self._geometry = (b, h, w)
+        x = self.vae.conv2(z)
+        steps = x.split(self.frames_per_step, dim=2)
+        frames = torch.cat([self.vae.decoder(step, self.cache) for step in steps], dim=2).clamp_(-1.0, 1.0)
+        self.latent_frames_in += t
+        self.frames_out += frames.shape[2]
+        return frames
+
+    def cache_nbytes(self) -> int:
+        """Bytes held between calls (bounded by the frame size, independent of video length)."""
+        return self.cache.nbytes()
+
+
+def iter_decode(vae: "WanVAE", z: Tensor, chunk_frames: int = 1, frames_per_step: int = 1) -> Iterator[Tensor]:
+    """Decode raw latents [B, z, t, h, w] `chunk_frames` latent frames at a time, yielding pixel
+    chunks [B, 3, n, 8h, 8w]; their concatenation along dim 2 equals `vae.decode(z)`.
+    `frames_per_step`: latent frames per decoder pass inside a chunk (1 = least memory)."""
+    if int(chunk_frames) < 1:
+        raise ValueError(f"iter_decode: chunk_frames={chunk_frames} must be >= 1")
+    decoder = StreamingDecoder(vae, frames_per_step=frames_per_step)
+    for chunk in z.split(int(chunk_frames), dim=2):
+        yield decoder.decode_next(chunk)
