@@ -91,6 +91,8 @@ class ChunkPlan:
     q_cos: torch.Tensor  # [F*T, D/2] rotation of this chunk's queries/keys
     q_sin: torch.Tensor
     commit_slots: Optional[list[int]]  # frame slot per frame when committing, else None
+    commit_src: Optional[torch.Tensor] = None  # [F*T] token indices of the scratch area
+    commit_dst: Optional[torch.Tensor] = None  # [F*T] token indices of the target slots
     ranks_cos: Optional[torch.Tensor] = None  # cache_relative: rotation of all valid slots after commit
     ranks_sin: Optional[torch.Tensor] = None
 
@@ -137,11 +139,9 @@ class LayerKV:
         return out
 
     def _commit(self, plan: ChunkPlan, T: int) -> None:
-        src = torch.arange(plan.scratch_start * T, (plan.scratch_start + plan.frames) * T, device=self.k.device)
-        dst = torch.cat([torch.arange(s * T, (s + 1) * T) for s in plan.commit_slots]).to(self.k.device)
         for buf in (self.k, self.v, self.k_raw):
             if buf is not None:
-                buf.index_copy_(2, dst, buf.index_select(2, src))
+                buf.index_copy_(2, plan.commit_dst, buf.index_select(2, plan.commit_src))
         if plan.ranks_cos is not None:  # cache_relative: re-rotate every valid slot by its new rank
             n = plan.ranks_cos.shape[0]
             self.k[:, :, :n] = apply_rope(self.k_raw[:, :, :n], plan.ranks_cos, plan.ranks_sin)
@@ -260,6 +260,11 @@ class KVCache:
         cos, sin = self.rope.cos_sin(positions, gh, gw, self.device, torch.float32)
         slots = [self._slot_for(self.committed + j) for j in range(F)] if commit else None
         plan = ChunkPlan(F, n_valid, cos, sin, slots)
+        if commit:
+            T = self.tokens_per_frame
+            plan.commit_src = torch.arange(n_valid * T, (n_valid + F) * T, device=self.device)
+            plan.commit_dst = (torch.tensor(slots, device=self.device).repeat_interleave(T) * T
+                               + torch.arange(T, device=self.device).repeat(F))
         if commit and self.policy.positions == "cache_relative":
             after = self._frames_after_commit(frame_indices, slots)
             order = sorted(range(len(after)), key=lambda s: after[s])

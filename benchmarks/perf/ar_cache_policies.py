@@ -28,47 +28,58 @@ CASES = {
 REPORT_CHUNKS = (1, 10, 50, 100)
 
 
-def run_case(name: str, latent_frames: int, chunk: int, hw: int, steps: int, threads: int) -> dict:
-    import torch
+class Runner:
+    """One cache policy's generation, advanced one chunk at a time (so policies can be interleaved)."""
 
-    from salt_core.config import dit_preset
-    from salt_core.dit import WanDiT
-    from salt_core.kv_cache import CachePolicy
-    from salt_core.sampling import recache_prompt
-    from salt_core.sampling.clip import draw, seeded_generator
-    from salt_core.sampling.transitions import predict_x0, transition_step
-    from salt_core.schedules import StepGrid
+    def __init__(self, name: str, chunk: int, hw: int, steps: int):
+        import torch
 
-    torch.set_num_threads(threads)
-    spec = dict(CASES[name])
-    recompute = spec.pop("recompute", False)
-    policy = CachePolicy(**spec)
-    torch.manual_seed(0)
-    model = WanDiT(dit_preset("tiny")).eval()
-    ctx = torch.randn(1, 8, model.config.text_dim)
-    grid = StepGrid.uniform(steps, 5.0)
-    sig = grid.with_terminal()
-    gen = seeded_generator(0)
-    cache = model.new_cache(policy, batch=1, latent_hw=(hw, hw), chunk_frames=chunk)
-    model.set_prompt(cache, ctx)
-    latencies, cache_bytes = [], []
-    shape = (1, 16, chunk, hw, hw)
-    with torch.inference_mode():
-        for c in range(latent_frames // chunk):
+        from salt_core.config import dit_preset
+        from salt_core.dit import WanDiT
+        from salt_core.kv_cache import CachePolicy
+        from salt_core.sampling.clip import seeded_generator
+        from salt_core.schedules import StepGrid
+
+        spec = dict(CASES[name])
+        self.recompute = spec.pop("recompute", False)
+        torch.manual_seed(0)
+        self.model = WanDiT(dit_preset("tiny")).eval()
+        self.ctx = torch.randn(1, 8, self.model.config.text_dim)
+        self.sig = StepGrid.uniform(steps, 5.0).with_terminal()
+        self.gen = seeded_generator(0)
+        self.chunk, self.shape = chunk, (1, 16, chunk, hw, hw)
+        self.cache = self.model.new_cache(CachePolicy(**spec), batch=1, latent_hw=(hw, hw), chunk_frames=chunk)
+        self.model.set_prompt(self.cache, self.ctx)
+        self.c = 0
+        self.latencies: list[float] = []
+
+    def step(self) -> None:
+        import torch
+
+        from salt_core.sampling import recache_prompt
+        from salt_core.sampling.clip import draw
+        from salt_core.sampling.transitions import predict_x0, transition_step
+
+        m, sig, c = self.model, self.sig, self.c
+        with torch.inference_mode():
             t0 = time.perf_counter()
-            if recompute and c > 0:
-                recache_prompt(model, cache, ctx)  # rebuild every retained frame's K/V from its latents
-            idx = list(range(c * chunk, (c + 1) * chunk))
-            x = draw(shape, gen, "cpu")
-            for i in range(grid.steps):
-                v = model.forward_chunk(x, torch.full((1,), 1000 * sig[i]), cache, idx)
-                x0 = predict_x0(x, v, sig[i])
-                x = transition_step(x, x0, sig[i], sig[i + 1], "renoise", draw(shape, gen, "cpu"))
-            model.forward_chunk(x, torch.zeros(1), cache, idx, commit=True)
-            latencies.append(time.perf_counter() - t0)
-            cache_bytes.append(cache.memory_bytes())
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return dict(name=name, latencies=latencies, cache_bytes=cache_bytes, peak_rss=peak_rss)
+            if self.recompute and c > 0:
+                recache_prompt(m, self.cache, self.ctx)  # rebuild every retained frame's K/V from its latents
+            idx = list(range(c * self.chunk, (c + 1) * self.chunk))
+            x = draw(self.shape, self.gen, "cpu")
+            for i in range(len(sig) - 1):
+                v = m.forward_chunk(x, torch.full((1,), 1000 * sig[i]), self.cache, idx)
+                x = transition_step(x, predict_x0(x, v, sig[i]), sig[i], sig[i + 1], "renoise", draw(self.shape, self.gen, "cpu"))
+            m.forward_chunk(x, torch.zeros(1), self.cache, idx, commit=True)
+            self.latencies.append(time.perf_counter() - t0)
+        self.c += 1
+
+
+def peak_rss_of(name: str, latent_frames: int, chunk: int, hw: int, steps: int) -> dict:
+    r = Runner(name, chunk, hw, steps)
+    for _ in range(latent_frames // chunk):
+        r.step()
+    return dict(peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, cache_bytes=r.cache.memory_bytes())
 
 
 def median_around(xs: list[float], i: int, k: int = 2) -> float:
@@ -88,18 +99,28 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/ar_cache_policies.md"))
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case in this process
     a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(a.threads)
     if a.case:
-        print(json.dumps(run_case(a.case, a.latent_frames, a.chunk, a.hw, a.steps, a.threads)))
+        print(json.dumps(peak_rss_of(a.case, a.latent_frames, a.chunk, a.hw, a.steps)))
         return
     from benchmarks.machine import describe
 
+    # Latency: all policies in this process, one chunk each in turn, so machine-load drift hits all alike.
+    runners = {name: Runner(name, a.chunk, a.hw, a.steps) for name in CASES}
+    for c in range(a.latent_frames // a.chunk):
+        for r in runners.values():
+            r.step()
+        if c % 16 == 0:
+            print(f"chunk {c}", file=sys.stderr)
+    # Memory: each policy alone in a fresh process, so the peak RSS is its own.
     results = {}
-    for name in CASES:
+    for name, r in runners.items():
         cmd = [sys.executable, __file__, "--case", name, "--latent-frames", str(a.latent_frames), "--chunk",
                str(a.chunk), "--hw", str(a.hw), "--steps", str(a.steps), "--threads", str(a.threads)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[name] = json.loads(out.strip().splitlines()[-1])
-        print(f"{name}: done", file=sys.stderr)
+        results[name] = dict(json.loads(out.strip().splitlines()[-1]), latencies=r.latencies)
     n_chunks = a.latent_frames // a.chunk
     cols = [c for c in REPORT_CHUNKS if c <= n_chunks]
     lines = [
@@ -113,7 +134,8 @@ def main() -> None:
         f"Tiny causal Wan DiT (preset `tiny`), {a.latent_frames} latent frames in chunks of {a.chunk} "
         f"({n_chunks} chunks), latent {a.hw}×{a.hw} ({(a.hw // 2) ** 2} tokens per frame), {a.steps} steps + "
         "one context pass per chunk, fp32 CPU. Latency = median over chunks i−2..i+2, in ms. Peak RSS of the "
-        "whole process (model + Python + torch), KV-cache bytes at the end.",
+        "whole process (model + Python + torch; each policy alone in a fresh process), KV-cache bytes at the end. "
+        "Latencies were measured with all policies interleaved chunk by chunk in one process.",
         "",
         "| policy | " + " | ".join(f"chunk {c}" for c in cols) + " | chunk 100 / chunk 10 | total s | peak RSS MiB | KV cache MiB (end) |",
         "|---|" + "---|" * (len(cols) + 4),
@@ -124,7 +146,7 @@ def main() -> None:
         ratio = (median_around(lat, 100) / median_around(lat, 10)) if n_chunks >= 100 else float("nan")
         lines.append(
             f"| {name} | " + " | ".join(f"{m:.1f}" for m in ms)
-            + f" | {ratio:.2f} | {sum(lat):.2f} | {r['peak_rss'] / 2**20:.0f} | {r['cache_bytes'][-1] / 2**20:.2f} |"
+            + f" | {ratio:.2f} | {sum(lat):.2f} | {r['peak_rss'] / 2**20:.0f} | {r['cache_bytes'] / 2**20:.2f} |"
         )
     roll = sum(results["window"]["latencies"])
     recomputed = sum(results["window, recomputed each chunk"]["latencies"])

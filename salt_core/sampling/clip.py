@@ -7,7 +7,7 @@ from typing import Callable, Optional
 import torch
 
 from ..schedules import StepGrid
-from ..validation import check_conditioning
+from ..validation import check_conditioning, check_finite
 from .transitions import check_transition, model_timestep, predict_x0, transition_step
 
 
@@ -58,6 +58,8 @@ def sample_clip(
         check_conditioning(negative_context, "negative_context")
     gen = seeded_generator(seed)
     device = model.device
+    if noise is not None:
+        check_finite(noise, "noise")
     x = draw(latent_shape, gen, device) if noise is None else noise.to(device, torch.float32)
     B = latent_shape[0]
     ctx = context.to(device)
