@@ -5,6 +5,15 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
+def fields_from_dict(cls, d: dict) -> dict:
+    """Check that d names only fields of the dataclass cls; a clear error lists the unknown ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {unknown}; expected a subset of {sorted(known)}")
+    return dict(d)
+
+
 @dataclass(frozen=True)
 class DiTConfig:
     """Geometry of a Wan 2.1 text-to-video DiT. Field names follow the official config."""
@@ -43,11 +52,7 @@ class DiTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiTConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"DiTConfig: unknown fields {unknown}; expected a subset of {sorted(known)}")
-        return cls(**d)
+        return cls(**fields_from_dict(cls, d))
 
 
 DIT_PRESETS: dict[str, DiTConfig] = {
@@ -86,11 +91,7 @@ class SamplingDefaults:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplingDefaults":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"SamplingDefaults: unknown fields {unknown}; expected a subset of {sorted(known)}")
-        d = dict(d)
+        d = fields_from_dict(cls, d)
         if "timesteps" in d:
             d["timesteps"] = tuple(float(t) for t in d["timesteps"])
         return cls(**d)

@@ -18,7 +18,7 @@ from .config import SamplingDefaults, dit_preset
 from .dit import WanDiT
 from .kv_cache import CachePolicy
 from .sampling import ChunkResult, PromptSegment, sample_clip, stream_ar
-from .sampling.autoregressive import StopSampling
+from .sampling.autoregressive import collect_chunks
 from .schedules import resolve_grid
 from .vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, WanVAE, vae_preset
 from .validation import check_chunking, latent_frames_for, latent_size_for
@@ -183,15 +183,7 @@ def generate_latents(
     model: SaltModel, prompts: Prompts, *, on_chunk: Optional[Callable[[ChunkResult], None]] = None, **kwargs
 ) -> torch.Tensor:
     """All chunks as [B, C, T, H, W] (normalised). on_chunk may raise StopSampling to end early."""
-    chunks = []
-    for res in stream_latents(model, prompts, **kwargs):
-        chunks.append(res.latents)
-        if on_chunk is not None:
-            try:
-                on_chunk(res)
-            except StopSampling:
-                break
-    return torch.cat(chunks, dim=2)
+    return collect_chunks(stream_latents(model, prompts, **kwargs), on_chunk)
 
 
 def decode_stream(model: SaltModel, vae: WanVAE, latent_chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:

@@ -22,14 +22,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import uuid
-from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
 import numpy as np
 import torch
+
+from .atomic import atomic_path
 
 FrameSource = Union[torch.Tensor, np.ndarray, Iterable[Union[torch.Tensor, np.ndarray]]]
 
@@ -158,22 +158,6 @@ def _pad_to_even(x: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- atomic files
 
-@contextmanager
-def _atomic_path(path: Path):
-    """Yield a hidden temp path next to ``path``; move it onto ``path`` if the block succeeds,
-    delete it if the block raises (anything, KeyboardInterrupt included)."""
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _check_fps(fps) -> Fraction:
     if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)):
         raise ValueError(f"fps: expected a positive number, got {fps!r}")
@@ -220,7 +204,7 @@ def write_mp4(path: Union[str, os.PathLike], frames: FrameSource, fps: float = 1
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         writer = imageio_ffmpeg.write_frames(
             str(tmp), size, fps=fps_q, codec="libx264", quality=None, macro_block_size=1,
             ffmpeg_log_level="error", output_params=output_params)
@@ -307,7 +291,7 @@ def write_png_frames(folder: Union[str, os.PathLike], frames: FrameSource, prefi
     count = 0
     for chunk in chunks:
         for frame in chunk.numpy():
-            with _atomic_path(folder / f"{prefix}{count:05d}.png") as tmp:
+            with atomic_path(folder / f"{prefix}{count:05d}.png") as tmp:
                 Image.fromarray(frame, mode="RGB").save(tmp, format="PNG", compress_level=4)
             count += 1
     if count == 0:

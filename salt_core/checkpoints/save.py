@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Callable, Mapping, Optional
 
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 
 from .. import __version__
 from ..config import DiTConfig, SamplingDefaults
+from ..atomic import atomic_write  # noqa: F401  (re-exported)
 
 SALT_FORMAT_VERSION = 1
 RESERVED_METADATA = ("salt_format", "salt_kind", "dit_config", "sampling", "vae_config", "salt_core_version", "format")
@@ -31,43 +31,6 @@ def _write_safetensors(tensors: dict[str, torch.Tensor], path: str, metadata: di
     from safetensors.torch import save_file
 
     save_file(tensors, path, metadata=metadata)
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
-    """write(tmp_path) into a temp file next to path, fsync, then os.replace onto path.
-
-    On any error (or interrupt) the temp file is removed and an existing file at path is untouched."""
-    path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(folder)
-    return path
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -135,21 +135,20 @@ def stream_ar(
         yield ChunkResult(c, num_chunks, start, x)
 
 
-def sample_ar(
-    model,
-    prompts,
-    *,
-    callback: Optional[Callable[[ChunkResult], None]] = None,
-    **kwargs,
-) -> torch.Tensor:
-    """Collect `stream_ar` into [B, C, T, H, W]. A callback may raise StopSampling to end early
+def collect_chunks(chunks: Iterator[ChunkResult], callback: Optional[Callable[[ChunkResult], None]] = None) -> torch.Tensor:
+    """Concatenate streamed chunks into [B, C, T, H, W]. A callback may raise StopSampling to end early
     (the chunks finished so far are returned)."""
-    chunks = []
-    for res in stream_ar(model, prompts, **kwargs):
-        chunks.append(res.latents)
+    done = []
+    for res in chunks:
+        done.append(res.latents)
         if callback is not None:
             try:
                 callback(res)
             except StopSampling:
                 break
-    return torch.cat(chunks, dim=2)
+    return torch.cat(done, dim=2)
+
+
+def sample_ar(model, prompts, *, callback: Optional[Callable[[ChunkResult], None]] = None, **kwargs) -> torch.Tensor:
+    """`stream_ar` collected into [B, C, T, H, W]; see `collect_chunks` for the callback."""
+    return collect_chunks(stream_ar(model, prompts, **kwargs), callback)

@@ -5,6 +5,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from ..config import fields_from_dict
+
 # Per-channel statistics of the real Wan 2.1 latent space (raw mu), used for z = (mu - mean) / std.
 WAN21_LATENT_MEAN: tuple[float, ...] = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -93,11 +95,7 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"VAEConfig: unknown fields {unknown}; expected a subset of {sorted(known)}")
-        return cls(**d)
+        return cls(**fields_from_dict(cls, d))
 
 
 VAE_PRESETS: dict[str, VAEConfig] = {
