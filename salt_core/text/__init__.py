@@ -1,0 +1,16 @@
+"""The tiny text encoder of the embedded default: a word-level tokenizer over a fixed vocabulary
+(stored with the weights) and a 2-layer transformer encoder -> [B, L, text_dim].
+
+    enc = load_text_encoder("text_encoder.safetensors")
+    emb, unknown = enc.encode(["a red circle moves to the right"])   # unknown words are reported
+"""
+from .config import TextEncoderConfig
+from .io import load_text_encoder, save_text_encoder
+from .model import TextEncoder, TruncatedPromptWarning, UnknownWordsWarning
+from .tokenizer import PAD, SPECIALS, UNK, Tokenized, WordTokenizer, normalize
+
+__all__ = [
+    "TextEncoderConfig", "TextEncoder", "UnknownWordsWarning", "TruncatedPromptWarning",
+    "WordTokenizer", "Tokenized", "normalize", "PAD", "UNK", "SPECIALS",
+    "save_text_encoder", "load_text_encoder",
+]
