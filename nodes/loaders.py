@@ -1,0 +1,141 @@
+"""SaltModelLoader and SaltVAELoader: files from ComfyUI's model folders -> salt_core objects."""
+from __future__ import annotations
+
+import logging
+
+from . import host
+from .host import DEVICES, DTYPES, EMBEDDED, SALT_FOLDER
+
+log = logging.getLogger("salt.nodes")
+
+try:
+    from salt_core.dit.attention import BACKENDS as ATTENTION_BACKENDS
+except Exception:  # pragma: no cover - salt_core broken: keep the pack importable, fail in the node
+    ATTENTION_BACKENDS = ("sdpa", "sage", "flash")
+
+_MODEL_FOLDERS = (SALT_FOLDER, "diffusion_models")
+_VAE_FOLDERS = ("vae", SALT_FOLDER)
+
+
+def set_placement(obj, device: str, offload: bool) -> None:
+    """Remember where a loaded model runs; the sampler / decoder read it back with `placement`."""
+    obj.salt_placement = (device, bool(offload))
+
+
+def placement(obj) -> tuple[str, bool]:
+    return getattr(obj, "salt_placement", ("auto", True))
+
+
+def _dtype(name: str, device):
+    if name not in DTYPES:
+        raise ValueError(f"dtype {name!r} is unknown; allowed: {list(DTYPES)}")
+    dtype = DTYPES[name]
+    if dtype is None and device.type == "cpu":
+        import torch
+
+        return torch.float32  # half precision on the CPU is slow and partly unsupported
+    return dtype
+
+
+class SaltModelLoader:
+    """Load a Salt / Wan 2.1 video generator (SALT_MODEL)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": ([EMBEDDED] + host.model_files(*_MODEL_FOLDERS), {
+                    "tooltip": "The generator. '(embedded default)' is the tiny model shipped with the pack "
+                               "(runs on a CPU, no download). Other entries are files in models/salt and "
+                               "models/diffusion_models: official Wan 2.1 t2v, ComfyUI repackaged, diffusers, "
+                               "Self Forcing / LongLive / Causal Forcing trainer checkpoints or Salt students."}),
+                "dtype": (list(DTYPES), {
+                    "default": "auto",
+                    "tooltip": "Weight precision. 'auto' keeps the file's precision on a GPU (fp8 becomes bf16) "
+                               "and uses fp32 on the CPU."}),
+                "attention": (list(ATTENTION_BACKENDS), {
+                    "default": "sdpa",
+                    "tooltip": "Attention kernel. 'sage' / 'flash' need SageAttention / FlashAttention on CUDA; "
+                               "when unusable the model falls back to PyTorch SDPA and says so in the log."}),
+                "device": (list(DEVICES), {
+                    "default": "auto",
+                    "tooltip": "Where the model runs. 'auto' follows ComfyUI's device (the GPU, or the CPU "
+                               "with --cpu)."}),
+                "offload": ("BOOLEAN", {
+                    "default": True,
+                    "tooltip": "Keep the weights in CPU memory between runs and move them to the device only "
+                               "while sampling (frees GPU memory for the VAE and other models)."}),
+            }
+        }
+
+    RETURN_TYPES = ("SALT_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded generator with its sampling defaults (causal or bidirectional, chunk size, "
+                       "step grid, shift).",)
+    FUNCTION = "load"
+    CATEGORY = "Salt"
+    DESCRIPTION = "Loads a Wan 2.1 video generator: the embedded default or a checkpoint from models/salt or " \
+                  "models/diffusion_models. The file format and model size are detected from the file."
+
+    def load(self, model_name, dtype="auto", attention="sdpa", device="auto", offload=True):
+        from salt_core.pipeline import load_salt_model
+
+        run_on = host.compute_device(device)
+        load_on = host.offload_device() if offload else run_on
+        path = None if model_name == EMBEDDED else host.resolve_model_file(model_name, *_MODEL_FOLDERS)
+        model = load_salt_model(path, device=load_on, dtype=_dtype(dtype, run_on), attention=attention)
+        if path is None and DTYPES.get(dtype) is not None:
+            model.dit.to(DTYPES[dtype])
+        for note in model.notes:
+            log.warning("salt: %s: %s", model.name, note)
+        set_placement(model, device, offload)
+        return (model,)
+
+
+class SaltVAELoader:
+    """Load a Wan 2.1 VAE for SaltDecode (SALT_VAE)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae_name": ([EMBEDDED] + host.model_files(*_VAE_FOLDERS), {
+                    "tooltip": "'(embedded default)' is the tiny VAE of the embedded default model. Other entries "
+                               "are Wan 2.1 VAE files in models/vae or models/salt (e.g. wan_2.1_vae.safetensors "
+                               "or Wan2.1_VAE.pth)."}),
+                "dtype": (list(DTYPES), {
+                    "default": "auto",
+                    "tooltip": "Weight precision; 'auto' keeps the file's precision on a GPU and uses fp32 on "
+                               "the CPU."}),
+                "device": (list(DEVICES), {
+                    "default": "auto",
+                    "tooltip": "Where decoding runs. 'auto' follows ComfyUI's device."}),
+            }
+        }
+
+    RETURN_TYPES = ("SALT_VAE",)
+    RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The VAE, decoding latents chunk by chunk with bounded memory.",)
+    FUNCTION = "load"
+    CATEGORY = "Salt"
+    DESCRIPTION = "Loads a Wan 2.1 video VAE (official, ComfyUI, diffusers or Salt file) for streaming decode."
+
+    def load(self, vae_name, dtype="auto", device="auto"):
+        run_on = host.compute_device(device)
+        torch_dtype = _dtype(dtype, run_on)
+        if vae_name == EMBEDDED:
+            from salt_core.pipeline import load_salt_model
+
+            vae = load_salt_model(None, device="cpu").vae
+            if vae is None:
+                raise ValueError("the embedded default model has no VAE bundled")
+            if torch_dtype is not None:
+                vae = vae.to(torch_dtype)
+        else:
+            from salt_core.checkpoints import load_vae
+
+            vae, info = load_vae(host.resolve_model_file(vae_name, *_VAE_FOLDERS), device="cpu", dtype=torch_dtype)
+            for note in info.notes:
+                log.info("salt: %s: %s", vae_name, note)
+        set_placement(vae, device, True)
+        return (vae,)

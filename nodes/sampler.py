@@ -1,0 +1,289 @@
+"""SaltCachePolicy and SaltSampler: few-step sampling, chunk by chunk for causal models."""
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import contextmanager
+
+import torch
+
+from . import host
+from .conditioning import PromptSchedule, conditioning_tensor
+from .loaders import placement
+
+log = logging.getLogger("salt.nodes")
+
+try:
+    from salt_core.kv_cache import POLICIES, POSITIONS
+    from salt_core.sampling import TRANSITIONS
+except Exception:  # pragma: no cover - keep the pack importable; the node reports the real error
+    POLICIES, POSITIONS, TRANSITIONS = ("full", "window", "sink_window"), ("absolute", "cache_relative"), \
+        ("renoise", "ode")
+
+MODEL_DEFAULT = "model default"
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+
+
+class SaltCachePolicy:
+    """Which past frames the KV cache of a causal model keeps."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "policy": (list(POLICIES), {
+                    "default": "sink_window",
+                    "tooltip": "full: keep every past frame (memory grows, up to max_frames). window: keep the last "
+                               "window_frames (Self Forcing). sink_window: also keep the first sink_frames forever "
+                               "(LongLive); time and memory per chunk stay flat however long the video."}),
+                "window_frames": ("INT", {
+                    "default": 12, "min": 1, "max": 4096,
+                    "tooltip": "window / sink_window: past latent frames kept (1 latent frame = 4 video frames)."}),
+                "sink_frames": ("INT", {
+                    "default": 3, "min": 1, "max": 4096,
+                    "tooltip": "sink_window: first latent frames kept for the whole video."}),
+                "max_frames": ("INT", {
+                    "default": 1024, "min": 1, "max": 1_000_000,
+                    "tooltip": "full: the most latent frames the cache may hold; longer videos stop with an error."}),
+                "positions": (list(POSITIONS), {
+                    "default": "absolute",
+                    "tooltip": "absolute: RoPE index = true frame index (what released checkpoints were trained "
+                               "with; limited by the RoPE table). cache_relative: cached frames are re-indexed at "
+                               "attention time (no length limit)."}),
+                "context_t": ("FLOAT", {
+                    "default": 0.0, "min": 0.0, "max": 1000.0, "step": 1.0,
+                    "tooltip": "Timestep of the context pass that writes a finished chunk into the cache (0 = clean)."}),
+                "recache_on_switch": ("BOOLEAN", {
+                    "default": True,
+                    "tooltip": "On a prompt switch, recompute the cached frames' keys/values under the new prompt "
+                               "(LongLive re-cache) instead of only swapping the cross-attention prompt."}),
+            }
+        }
+
+    RETURN_TYPES = ("SALT_CACHE_POLICY",)
+    RETURN_NAMES = ("cache_policy",)
+    OUTPUT_TOOLTIPS = ("The KV-cache memory policy for SaltSampler (ignored by bidirectional models).",)
+    FUNCTION = "build"
+    CATEGORY = "Salt"
+    DESCRIPTION = "Chooses the KV-cache memory policy of an autoregressive (causal) model."
+
+    def build(self, policy, window_frames=12, sink_frames=3, max_frames=1024, positions="absolute", context_t=0.0,
+              recache_on_switch=True):
+        from salt_core.kv_cache import CachePolicy
+
+        if policy not in POLICIES:
+            raise ValueError(f"cache policy {policy!r} is unknown; allowed: {list(POLICIES)}")
+        return (CachePolicy(
+            policy,
+            window_frames=window_frames if policy != "full" else 0,
+            sink_frames=sink_frames if policy == "sink_window" else 0,
+            max_frames=max_frames,
+            positions=positions,
+            context_t=float(context_t),
+            recache_on_switch=bool(recache_on_switch),
+        ),)
+
+
+# ---- helpers (input parsing only; the sampling itself is salt_core.pipeline) ----------------------
+
+def parse_timesteps(text: str):
+    """'1000, 750, 500, 250' -> [1000.0, 750.0, 500.0, 250.0]; '' -> None."""
+    text = (text or "").strip().strip("[]")
+    if not text:
+        return None
+    try:
+        return [float(t) for t in text.replace(";", ",").replace(" ", ",").split(",") if t]
+    except ValueError:
+        raise ValueError(f"timesteps must be numbers separated by commas (e.g. '1000, 750, 500, 250'), "
+                         f"got {text!r}") from None
+
+
+def latent_frame_of(pixel_frame: int) -> int:
+    """The latent frame holding video frame `pixel_frame` (frame 0 alone, then 4 per latent frame)."""
+    return 0 if pixel_frame <= 0 else (pixel_frame - 1) // 4 + 1
+
+
+def schedule_segments(schedule: PromptSchedule, latent_frames: int, chunk: int, frames: int):
+    """Prompt timeline in video frames -> PromptSegments at chunk starts (nearest chunk boundary)."""
+    from salt_core.sampling import PromptSegment
+
+    segments, origin = [], {}
+    for start, ctx in schedule.entries:
+        snapped = int(math.floor(latent_frame_of(start) / chunk + 0.5)) * chunk
+        if snapped >= latent_frames:
+            raise ValueError(f"the prompt starting at frame {start} begins after the end of the video "
+                             f"({frames} frames)")
+        if snapped in origin:
+            raise ValueError(f"the prompts at frames {origin[snapped]} and {start} fall into the same chunk "
+                             f"(a chunk is {4 * chunk} video frames here); move them further apart")
+        if snapped != latent_frame_of(start) or (start and (start - 1) % 4):
+            log.info("salt: prompt at frame %d switches at the chunk boundary, latent frame %d", start, snapped)
+        origin[snapped] = start
+        segments.append(PromptSegment(snapped, ctx))
+    if 0 not in origin:
+        raise ValueError(f"the prompt schedule needs a prompt at frame 0; its first prompt starts at frame "
+                         f"{min(s for s, _ in schedule.entries)}")
+    return segments
+
+
+def _prompts(model, conditioning, schedule, frames: int, chunk: int):
+    from salt_core.validation import latent_frames_for
+
+    if conditioning is None and schedule is None:
+        raise ValueError("connect a conditioning (SaltTextEncode / CLIPTextEncode) or a prompt schedule")
+    if conditioning is not None and schedule is not None:
+        raise ValueError("connect either conditioning or a prompt schedule, not both")
+    if conditioning is not None:
+        contexts = [conditioning_tensor(conditioning)]
+        prompts = contexts[0]
+    else:
+        if not isinstance(schedule, PromptSchedule) or not schedule.entries:
+            raise ValueError("the prompt schedule is empty")
+        if not model.sampling.causal and len(schedule.entries) > 1:
+            raise ValueError(f"model {model.name!r} is bidirectional (whole clip at once): a prompt schedule "
+                             "with switches needs a causal (autoregressive) model")
+        prompts = schedule_segments(schedule, latent_frames_for(frames), chunk, frames)
+        contexts = [s.context for s in prompts]
+    want = model.dit.config.text_dim
+    for ctx in contexts:
+        if ctx.shape[-1] != want:
+            hint = ("encode the prompt with CLIPLoader (type 'wan', umT5-XXL) + CLIPTextEncode" if want == 4096
+                    else "encode the prompt with SaltTextEncode and this model")
+            raise ValueError(f"the conditioning has {ctx.shape[-1]}-dim embeddings but model {model.name!r} "
+                             f"expects {want}-dim ones: {hint}")
+    return prompts
+
+
+@contextmanager
+def _on_device(module: torch.nn.Module, choice: str, offload: bool):
+    device = host.compute_device(choice)
+    if next(module.parameters()).device != device:
+        host.make_room(host.module_bytes(module), device)
+        module.to(device)
+    try:
+        yield device
+    finally:
+        back = host.offload_device()
+        if offload and device != back:
+            module.to(back)
+            host.release_cache()
+
+
+class _ChunkPreview:
+    """A small picture of the newest frame of each chunk for ComfyUI's progress preview."""
+
+    def __init__(self, model, enabled: bool):
+        self.model = model
+        self.enabled = enabled and host.previews_enabled()
+        self.core = host.core_latent_previewer() if self.enabled and model.vae is None else None
+
+    @torch.no_grad()
+    def __call__(self, z: torch.Tensor):
+        """z: [B, C, F, h, w] normalised latents of a finished chunk."""
+        if not self.enabled:
+            return None
+        last = z[:1, :, -1:]
+        vae = self.model.vae
+        if vae is not None and last.shape[1] == vae.config.z_dim:
+            from PIL import Image
+
+            from salt_core.video_io import frames_from_model_space, to_uint8_frames
+
+            p = next(vae.parameters())
+            px = vae.decode(self.model.to_raw_latents(last).to(p.device, p.dtype))
+            frame = to_uint8_frames(frames_from_model_space(px.float()))[0]
+            return ("JPEG", Image.fromarray(frame.numpy()), host.preview_max_size())
+        if self.core is not None:
+            return self.core.decode_latent_to_preview_image("JPEG", last)
+        return None
+
+
+class SaltSampler:
+    """Sample a video with a few-step Salt / Self Forcing-family model."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("SALT_MODEL", {"tooltip": "The generator from SaltModelLoader."}),
+                "width": ("INT", {
+                    "default": 832, "min": 16, "max": 8192, "step": 16,
+                    "tooltip": "Video width in pixels, a multiple of 16 (Wan 1.3B: 832)."}),
+                "height": ("INT", {
+                    "default": 480, "min": 16, "max": 8192, "step": 16,
+                    "tooltip": "Video height in pixels, a multiple of 16 (Wan 1.3B: 480)."}),
+                "frames": ("INT", {
+                    "default": 81, "min": 1, "max": 100_001, "step": 4,
+                    "tooltip": "Number of video frames, 4k+1 (81 = 21 latent frames = 5 s at 16 fps). Causal "
+                               "models need the latent frames to fill whole chunks."}),
+                "steps": ("INT", {
+                    "default": 0, "min": 0, "max": 1000,
+                    "tooltip": "Denoising steps per chunk; 0 = the model's trained grid (4 for Self Forcing). "
+                               "Few-step students allow divisors or doublings of their grid."}),
+                "timesteps": ("STRING", {
+                    "default": "", "multiline": False,
+                    "tooltip": "Optional explicit timesteps on the 0..1000 scale before the shift, e.g. "
+                               "'1000, 750, 500, 250'. Overrides steps."}),
+                "transition": ([MODEL_DEFAULT, *TRANSITIONS], {
+                    "default": MODEL_DEFAULT,
+                    "tooltip": "How to go from one step to the next: renoise (Self Forcing: fresh noise on the "
+                               "prediction) or ode (deterministic). 'model default' uses what it was trained with."}),
+                "seed": ("INT", {
+                    "default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
+                    "tooltip": "Random seed; the same seed and settings give the same video on any device."}),
+                "chunk_frames": ("INT", {
+                    "default": 0, "min": 0, "max": 1024,
+                    "tooltip": "Causal models: latent frames generated per chunk; 0 = the model's own (3 for Self "
+                               "Forcing, 1 for frame-wise models). Ignored by bidirectional models."}),
+            },
+            "optional": {
+                "conditioning": ("CONDITIONING", {
+                    "tooltip": "The prompt: SaltTextEncode (embedded default) or CLIPTextEncode with a umT5 "
+                               "CLIPLoader (type 'wan') for Wan models."}),
+                "schedule": ("SALT_PROMPT_SCHEDULE", {
+                    "tooltip": "A prompt timeline from SaltPromptSchedule (instead of conditioning)."}),
+                "cache_policy": ("SALT_CACHE_POLICY", {
+                    "tooltip": "KV-cache memory policy from SaltCachePolicy; default: keep every frame of the video."}),
+            },
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The video latents in raw Wan VAE space (decode with SaltDecode, or core VAEDecode with the "
+                       "matching Wan 2.1 VAE).",)
+    FUNCTION = "sample"
+    CATEGORY = "Salt"
+    DESCRIPTION = ("Generates video latents. Bidirectional models denoise the whole clip at once; causal models "
+                   "stream chunk by chunk against a KV cache, with progress and a preview per chunk.")
+
+    def sample(self, model, width, height, frames, steps=0, timesteps="", transition=MODEL_DEFAULT, seed=0,
+               chunk_frames=0, conditioning=None, schedule=None, cache_policy=None):
+        from salt_core.pipeline import stream_latents
+        from salt_core.validation import check_chunking, latent_frames_for, latent_size_for
+
+        latent_frames = latent_frames_for(frames)
+        latent_size_for(height, width)
+        causal = model.sampling.causal
+        chunk = (chunk_frames or model.sampling.chunk_frames) if causal else latent_frames
+        total = check_chunking(latent_frames, chunk) if causal else 1
+        prompts = _prompts(model, conditioning, schedule, frames, chunk)
+        options = dict(width=width, height=height, frames=frames, steps=steps or None,
+                       timesteps=parse_timesteps(timesteps),
+                       transition=None if transition == MODEL_DEFAULT else transition,
+                       seed=seed, chunk_frames=chunk if causal else None, policy=cache_policy)
+
+        progress = host.Progress(total)
+        preview = _ChunkPreview(model, enabled=progress.bar is not None)
+        device, offload = placement(model)
+        chunks = []
+        with _on_device(model.dit, device, offload):
+            host.check_interrupt()
+            stream = stream_latents(model, prompts, **options)
+            try:
+                for res in stream:
+                    chunks.append(model.to_raw_latents(res.latents.float()).cpu())
+                    progress.update(res.index + 1, preview(res.latents))
+                    host.check_interrupt()
+            finally:
+                stream.close()
+        return ({"samples": torch.cat(chunks, dim=2)},)

@@ -1,0 +1,145 @@
+"""SaltDecode (latents -> IMAGE, streamed) and SaltSaveVideo (IMAGE -> MP4 in the output folder)."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import torch
+
+from . import host
+from .loaders import placement
+
+log = logging.getLogger("salt.nodes")
+
+
+def _latents(samples) -> torch.Tensor:
+    z = samples.get("samples") if isinstance(samples, dict) else None
+    if not isinstance(z, torch.Tensor) or z.ndim != 5:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"expected a video LATENT with samples [B, 16, T, H/8, W/8], got {shape}; "
+                         "an image latent (4-D) cannot be decoded into a video")
+    return z
+
+
+def decode_core_vae(vae, z: torch.Tensor) -> torch.Tensor:
+    """ComfyUI's own VAE object: its decode already runs causally frame by frame."""
+    if getattr(vae, "latent_dim", 3) != 3 or vae.latent_channels != z.shape[1]:
+        raise ValueError(f"incompatible VAE: the latents have {z.shape[1]} channels [B, C, T, h, w] but this VAE "
+                         f"decodes {vae.latent_channels}-channel {'video' if vae.latent_dim == 3 else 'image'} "
+                         "latents; load the Wan 2.1 VAE (wan_2.1_vae.safetensors)")
+    images = vae.decode(z)
+    return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
+
+
+@torch.no_grad()
+def decode_salt_vae(vae, z: torch.Tensor, chunk: int, device: torch.device) -> torch.Tensor:
+    """Stream raw latents through our VAE `chunk` latent frames at a time -> IMAGE [B*N, H, W, 3]."""
+    from salt_core.video_io import frames_from_model_space
+
+    cfg = vae.config
+    if z.shape[1] != cfg.z_dim:
+        raise ValueError(f"incompatible VAE: the latents have {z.shape[1]} channels but this VAE has z_dim="
+                         f"{cfg.z_dim}; use the VAE that belongs to the model")
+    B, _, T, h, w = z.shape
+    N, H, W = cfg.pixel_frames(T), h * cfg.spatial_factor, w * cfg.spatial_factor
+    out = torch.empty(B, N, H, W, 3, dtype=torch.float32)  # IMAGE holds all frames; the decode itself is bounded
+    decoder = vae.streaming_decoder()
+    progress = host.Progress(math.ceil(T / chunk))
+    n = 0
+    for i, zc in enumerate(z.split(chunk, dim=2)):
+        host.check_interrupt()
+        px = decoder.decode_next(zc.to(device, vae.dtype)).float().cpu()  # [B, 3, k, H, W] in [-1, 1]
+        k = px.shape[2]
+        for b in range(B):
+            out[b, n:n + k] = frames_from_model_space(px[b])
+        n += k
+        progress.update(i + 1)
+    return out.reshape(B * N, H, W, 3)
+
+
+class SaltDecode:
+    """Decode video latents to frames, chunk by chunk."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "samples": ("LATENT", {"tooltip": "Video latents in raw Wan VAE space (SaltSampler's output)."}),
+                "vae": ("SALT_VAE,VAE", {
+                    "tooltip": "SaltVAELoader's VAE (streamed with bounded memory), or ComfyUI's VAE from "
+                               "VAELoader (the Wan 2.1 VAE)."}),
+                "chunk_frames": ("INT", {
+                    "default": 1, "min": 1, "max": 1024,
+                    "tooltip": "Latent frames decoded per step with a Salt VAE (1 = least memory). The result "
+                               "is the same for any value."}),
+            }
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The video frames, [frames, height, width, 3] in 0..1.",)
+    FUNCTION = "decode"
+    CATEGORY = "Salt"
+    DESCRIPTION = "Decodes video latents into frames with a streaming (chunked, causal) Wan 2.1 VAE decode."
+
+    def decode(self, samples, vae, chunk_frames=1):
+        z = _latents(samples)
+        if host.is_core_vae(vae):
+            return (decode_core_vae(vae, z),)
+        from salt_core.vae import WanVAE
+
+        if not isinstance(vae, WanVAE):
+            raise TypeError(f"vae must come from SaltVAELoader or VAELoader, got {type(vae).__name__}")
+        device, _ = placement(vae)
+        dev = host.compute_device(device)
+        vae.to(dev)
+        try:
+            images = decode_salt_vae(vae, z, int(chunk_frames), dev)
+        finally:
+            if dev != host.offload_device():
+                vae.to(host.offload_device())
+                host.release_cache()
+        return (images,)
+
+
+class SaltSaveVideo:
+    """Write frames to an H.264 MP4 in ComfyUI's output folder and show it on the node."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The frames to save, [frames, height, width, 3]."}),
+                "fps": ("FLOAT", {
+                    "default": 16.0, "min": 0.1, "max": 240.0, "step": 1.0,
+                    "tooltip": "Frames per second (Wan 2.1 / Self Forcing: 16)."}),
+                "filename_prefix": ("STRING", {
+                    "default": "salt/video",
+                    "tooltip": "File name prefix inside the output folder; may contain a subfolder and the "
+                               "placeholders %width% and %height%."}),
+                "crf": ("INT", {
+                    "default": 19, "min": 0, "max": 51,
+                    "tooltip": "H.264 quality: 0 is near lossless, 51 the worst; 19 is visually transparent."}),
+            }
+        }
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+    CATEGORY = "Salt"
+    DESCRIPTION = "Saves frames as an MP4 video (H.264, yuv420p) in the output folder."
+
+    def save(self, images, fps=16.0, filename_prefix="salt/video", crf=19):
+        from salt_core.video_io import write_mp4
+
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be an IMAGE [frames, height, width, 3], got {shape}")
+        _, H, W, _ = images.shape
+        folder, stem, counter, subfolder = host.save_path(filename_prefix, W, H)
+        name = f"{stem}_{counter:05}_.mp4"
+        path, count = write_mp4(os.path.join(folder, name), images, fps=fps, crf=int(crf), pad_odd=True)
+        log.info("salt: saved %d frames to %s", count, path)
+        return {"ui": {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}],
+                       "animated": (True,)}}

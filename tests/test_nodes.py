@@ -1,0 +1,394 @@
+"""The ComfyUI nodes as plain functions, with ComfyUI absent (its modules faked where a test needs them)."""
+import importlib.util
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = "salt_pack_under_test"
+
+
+def load_pack():
+    """Import the repo root the way ComfyUI imports a custom node folder: as a package from its __init__.py."""
+    if PACK not in sys.modules:
+        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PACK] = module
+        spec.loader.exec_module(module)
+    return sys.modules[PACK]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is ~10x faster than two on a busy 2-core machine (no OpenMP spin-waits)."""
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def N():
+    return load_pack().NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="module")
+def model(N):
+    return N["SaltModelLoader"]().load("(embedded default)")[0]
+
+
+@pytest.fixture(scope="module")
+def cond(N, model):
+    out = N["SaltTextEncode"]().encode(model, "a red circle moves left")
+    return out["result"][0] if isinstance(out, dict) else out[0]
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def fake_comfy(monkeypatch, tmp_path):
+    """Minimal stand-ins for folder_paths, comfy.utils and comfy.model_management."""
+    calls = {"progress": [], "interrupt_at": None, "freed": 0}
+    models = tmp_path / "models"
+    fp = types.ModuleType("folder_paths")
+    fp.models_dir = str(models)
+    fp.supported_pt_extensions = {".safetensors", ".pt"}
+    fp.folder_names_and_paths = {"diffusion_models": ([str(models / "diffusion_models")], {".safetensors"}),
+                                 "vae": ([str(models / "vae")], {".safetensors"})}
+
+    def get_filename_list(folder):
+        paths, _ = fp.folder_names_and_paths[folder]
+        return sorted(f for p in paths if os.path.isdir(p) for f in os.listdir(p))
+
+    def get_full_path(folder, name):
+        for p in fp.folder_names_and_paths[folder][0]:
+            if os.path.isfile(os.path.join(p, name)):
+                return os.path.join(p, name)
+        return None
+
+    fp.get_filename_list = get_filename_list
+    fp.get_full_path = get_full_path
+    fp.get_output_directory = lambda: str(tmp_path / "output")
+
+    def get_save_image_path(prefix, out, w, h):
+        sub, stem = os.path.split(prefix)
+        os.makedirs(os.path.join(out, sub), exist_ok=True)
+        return os.path.join(out, sub), stem, 1 + len(os.listdir(os.path.join(out, sub))), sub, prefix
+
+    fp.get_save_image_path = get_save_image_path
+
+    utils = types.ModuleType("comfy.utils")
+
+    class ProgressBar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None, preview=None):
+            calls["progress"].append((value, total, preview))
+            if calls["interrupt_at"] == value:
+                raise Interrupted("Processing interrupted")
+
+    utils.ProgressBar = ProgressBar
+    mm = types.ModuleType("comfy.model_management")
+    mm.get_torch_device = lambda: torch.device("cpu")
+    mm.unet_offload_device = lambda: torch.device("cpu")
+    mm.free_memory = lambda n, d: calls.__setitem__("freed", n)
+    mm.soft_empty_cache = lambda: None
+    mm.throw_exception_if_processing_interrupted = lambda: None
+    mm.InterruptProcessingException = Interrupted
+    comfy = types.ModuleType("comfy")
+    comfy.utils, comfy.model_management = utils, mm
+    for name, mod in (("folder_paths", fp), ("comfy", comfy), ("comfy.utils", utils), ("comfy.model_management", mm)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    calls["folder_paths"] = fp
+    return calls
+
+
+def save_tiny_dit(path, causal: bool):
+    from salt_core.checkpoints import save_dit
+    from salt_core.config import SamplingDefaults, dit_preset
+    from salt_core.dit import WanDiT
+
+    torch.manual_seed(1)
+    sampling = SamplingDefaults(causal=causal, chunk_frames=1, timesteps=(1000.0, 500.0),
+                                transition="renoise" if causal else "ode")
+    return save_dit(path, WanDiT(dit_preset("tiny")), sampling)
+
+
+# ---- the node surface --------------------------------------------------------------------------------
+
+def test_every_node_is_a_salt_v1_node_with_tooltips_on_every_input(N):
+    assert len(N) == 8
+    display = load_pack().NODE_DISPLAY_NAME_MAPPINGS
+    for node_id, cls in N.items():
+        assert node_id.startswith("Salt") and node_id in display
+        assert cls.CATEGORY == "Salt" and callable(getattr(cls(), cls.FUNCTION))
+        assert isinstance(cls.RETURN_TYPES, tuple)
+        for section in cls.INPUT_TYPES().values():
+            for name, spec in section.items():
+                assert len(spec) == 2 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_model_list_offers_the_embedded_default_and_the_model_folders(N, fake_comfy, tmp_path):
+    d = tmp_path / "models" / "diffusion_models"
+    d.mkdir(parents=True)
+    (d / "student.safetensors").write_bytes(b"")
+    load_pack().nodes.host.register_model_folder()
+    choices = N["SaltModelLoader"].INPUT_TYPES()["required"]["model_name"][0]
+    assert choices == ["(embedded default)", "student.safetensors"]
+
+
+def test_registering_models_salt_keeps_an_existing_entry(fake_comfy):
+    fp = fake_comfy["folder_paths"]
+    fp.folder_names_and_paths["salt"] = (["/elsewhere/salt"], set())
+    register = load_pack().nodes.host.register_model_folder
+    register()
+    register()
+    paths, exts = fp.folder_names_and_paths["salt"]
+    assert paths == ["/elsewhere/salt", os.path.join(fp.models_dir, "salt")]
+    assert exts == fp.supported_pt_extensions
+
+
+# ---- loaders --------------------------------------------------------------------------------------------
+
+def test_model_loader_gives_the_embedded_default(model):
+    assert model.sampling.causal and model.dit.config.text_dim > 0
+    assert model.salt_placement == ("auto", True)
+
+
+def test_model_loader_loads_a_checkpoint_from_the_model_folder(N, fake_comfy, tmp_path):
+    folder = tmp_path / "models" / "diffusion_models"
+    folder.mkdir(parents=True)
+    save_tiny_dit(folder / "bidi.safetensors", causal=False)
+    m = N["SaltModelLoader"]().load("bidi.safetensors", dtype="auto", device="cpu", offload=False)[0]
+    assert not m.sampling.causal and m.dit.dtype == torch.float32 and m.name == "bidi.safetensors"
+
+
+def test_model_loader_names_a_missing_file(N, fake_comfy):
+    with pytest.raises(FileNotFoundError, match=r"'gone.safetensors'.*models/salt, models/diffusion_models"):
+        N["SaltModelLoader"]().load("gone.safetensors")
+
+
+def test_model_loader_rejects_a_damaged_file_with_its_name(N, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(ValueError, match="broken.safetensors"):
+        N["SaltModelLoader"]().load(str(bad))
+
+
+def test_vae_loader_embedded_and_file(N, tmp_path):
+    from salt_core.checkpoints import save_vae
+
+    vae = N["SaltVAELoader"]().load("(embedded default)")[0]
+    path = save_vae(tmp_path / "v.safetensors", vae)
+    again = N["SaltVAELoader"]().load(path, dtype="fp32", device="cpu")[0]
+    assert again.config == vae.config
+
+
+def test_vae_loader_refuses_a_dit_file(N, tmp_path):
+    path = save_tiny_dit(tmp_path / "dit.safetensors", causal=True)
+    with pytest.raises(ValueError, match="load_dit|DiT"):
+        N["SaltVAELoader"]().load(path)
+
+
+# ---- prompts ------------------------------------------------------------------------------------------------
+
+def test_text_encode_gives_core_conditioning(cond, model):
+    [[emb, extra]] = cond
+    assert emb.shape[0] == 1 and emb.shape[2] == model.dit.config.text_dim
+    assert extra == {"pooled_output": None}
+
+
+def test_text_encode_refuses_an_empty_prompt(N, model):
+    with pytest.raises(ValueError, match="empty"):
+        N["SaltTextEncode"]().encode(model, "  ")
+
+
+def test_prompt_schedule_chains_and_sorts(N, cond):
+    node = N["SaltPromptSchedule"]()
+    s = node.build(cond, 40)[0]
+    s = node.build(cond, 0, previous=s)[0]
+    assert [f for f, _ in s.entries] == [0, 40]
+    with pytest.raises(ValueError, match="already has a prompt starting at frame 40"):
+        node.build(cond, 40, previous=s)
+
+
+def test_schedule_switches_snap_to_the_nearest_chunk_start(N, cond):
+    sampler = load_pack().nodes.sampler
+    s = N["SaltPromptSchedule"]().build(cond, 0)[0].with_entry(13, cond[0][0]).with_entry(30, cond[0][0])
+    segs = sampler.schedule_segments(s, latent_frames=12, chunk=3, frames=45)
+    # frame 13 -> latent 4 -> chunk start 3; frame 30 -> latent 8 -> chunk start 9
+    assert [seg.start_frame for seg in segs] == [0, 3, 9]
+    close = N["SaltPromptSchedule"]().build(cond, 0)[0].with_entry(2, cond[0][0])
+    with pytest.raises(ValueError, match="same chunk"):
+        sampler.schedule_segments(close, latent_frames=12, chunk=3, frames=45)
+    late = N["SaltPromptSchedule"]().build(cond, 8)[0]
+    with pytest.raises(ValueError, match="needs a prompt at frame 0"):
+        sampler.schedule_segments(late, latent_frames=12, chunk=3, frames=45)
+
+
+def test_cache_policy_node(N):
+    node = N["SaltCachePolicy"]()
+    p = node.build("window", window_frames=6, sink_frames=3)[0]
+    assert (p.kind, p.window_frames, p.sink_frames) == ("window", 6, 0)
+    p = node.build("sink_window", 6, 2, positions="cache_relative", recache_on_switch=False)[0]
+    assert (p.sink_frames, p.positions, p.recache_on_switch) == (2, "cache_relative", False)
+    with pytest.raises(ValueError, match="unknown; allowed"):
+        node.build("lru")
+
+
+# ---- sampler ----------------------------------------------------------------------------------------------------
+
+def test_sampler_output_is_raw_vae_space_of_the_pipeline(N, model, cond):
+    from salt_core.pipeline import generate_latents
+
+    pol = N["SaltCachePolicy"]().build("sink_window", 2, 1)[0]
+    out = N["SaltSampler"]().sample(model, 32, 32, 13, seed=3, chunk_frames=1, conditioning=cond,
+                                    cache_policy=pol)[0]["samples"]
+    want = generate_latents(model, cond[0][0], width=32, height=32, frames=13, seed=3, chunk_frames=1, policy=pol)
+    assert out.shape == (1, 16, 4, 4, 4) and out.device.type == "cpu"
+    torch.testing.assert_close(out, model.to_raw_latents(want))
+
+
+def test_sampler_reports_each_chunk_with_a_preview(N, model, cond, fake_comfy):
+    N["SaltSampler"]().sample(model, 32, 32, 9, chunk_frames=1, conditioning=cond)
+    values = [(v, t) for v, t, _ in fake_comfy["progress"]]
+    assert values == [(1, 3), (2, 3), (3, 3)]
+    kind, image, size = fake_comfy["progress"][-1][2]
+    assert kind == "JPEG" and image.size == (32, 32) and size > 0
+
+
+def test_sampler_stops_when_comfyui_interrupts(N, model, cond, fake_comfy):
+    fake_comfy["interrupt_at"] = 2
+    with pytest.raises(Interrupted):
+        N["SaltSampler"]().sample(model, 32, 32, 17, chunk_frames=1, conditioning=cond)
+    assert [v for v, _, _ in fake_comfy["progress"]] == [1, 2]
+
+
+def test_sampler_follows_a_prompt_schedule(N, model, cond):
+    other = N["SaltTextEncode"]().encode(model, "a blue square moves right")
+    other = other["result"][0] if isinstance(other, dict) else other[0]
+    s = N["SaltPromptSchedule"]().build(cond, 0)[0]
+    s = N["SaltPromptSchedule"]().build(other, 8, previous=s)[0]
+    switched = N["SaltSampler"]().sample(model, 32, 32, 17, chunk_frames=1, schedule=s)[0]["samples"]
+    plain = N["SaltSampler"]().sample(model, 32, 32, 17, chunk_frames=1, conditioning=cond)[0]["samples"]
+    # frame 8 -> latent frame 2: the first two latent frames are the same, the rest differ
+    torch.testing.assert_close(switched[:, :, :2], plain[:, :, :2])
+    assert not torch.allclose(switched[:, :, 2:], plain[:, :, 2:])
+
+
+def test_sampler_bidirectional_model_samples_the_whole_clip(N, cond, tmp_path, fake_comfy):
+    path = save_tiny_dit(tmp_path / "bidi.safetensors", causal=False)
+    m = N["SaltModelLoader"]().load(path, device="cpu")[0]
+    out = N["SaltSampler"]().sample(m, 32, 32, 9, steps=2, conditioning=cond)[0]["samples"]
+    assert out.shape == (1, 16, 3, 4, 4)
+    assert [(v, t) for v, t, _ in fake_comfy["progress"]] == [(1, 1)]
+    two = N["SaltPromptSchedule"]().build(cond, 0)[0].with_entry(8, cond[0][0])
+    with pytest.raises(ValueError, match="bidirectional"):
+        N["SaltSampler"]().sample(m, 32, 32, 9, schedule=two)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(frames=16), "4k\\+1"),
+    (dict(width=40), "multiple of 16"),
+    (dict(frames=9, chunk_frames=2), "does not divide"),
+    (dict(steps=3), "allowed step counts"),
+    (dict(timesteps="1000, x"), "numbers separated by commas"),
+])
+def test_sampler_explains_what_the_model_cannot_do(N, model, cond, kwargs, message):
+    args = dict(width=32, height=32, frames=9, chunk_frames=1, conditioning=cond) | kwargs
+    with pytest.raises(ValueError, match=message):
+        N["SaltSampler"]().sample(model, **args)
+
+
+def test_sampler_takes_core_umt5_conditioning(N, tmp_path):
+    """CLIPTextEncode (umT5) gives [[Tensor [1, >=512, 4096], {"pooled_output": None}]]."""
+    from salt_core.checkpoints import save_dit
+    from salt_core.config import DiTConfig, SamplingDefaults
+    from salt_core.dit import WanDiT
+
+    path = save_dit(tmp_path / "wan_like.safetensors", WanDiT(DiTConfig(dim=64, ffn_dim=128, num_heads=2,
+                                                                        num_layers=1, text_dim=4096)),
+                    SamplingDefaults(causal=True, chunk_frames=1))
+    m = N["SaltModelLoader"]().load(str(path))[0]
+    umt5 = [[torch.randn(1, 512, 4096) * (torch.arange(512) < 7).view(1, 512, 1), {"pooled_output": None}]]
+    out = N["SaltSampler"]().sample(m, 32, 16, 5, conditioning=umt5)[0]["samples"]
+    assert out.shape == (1, 16, 2, 2, 4) and torch.isfinite(out).all()
+
+
+def test_sampler_explains_a_text_encoder_mismatch(N, model):
+    umt5 = [[torch.zeros(1, 512, 4096), {"pooled_output": None}]]
+    with pytest.raises(ValueError, match="4096-dim embeddings.*SaltTextEncode"):
+        N["SaltSampler"]().sample(model, 32, 32, 9, conditioning=umt5)
+    with pytest.raises(ValueError, match=r"conditioning \(SaltTextEncode / CLIPTextEncode\) or a prompt schedule"):
+        N["SaltSampler"]().sample(model, 32, 32, 9)
+
+
+# ---- decode and save ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vae(N):
+    return N["SaltVAELoader"]().load("(embedded default)")[0]
+
+
+def test_decode_streams_to_the_full_decode(N, vae):
+    torch.manual_seed(0)
+    z = torch.randn(2, 16, 2, 2, 3)
+    images = N["SaltDecode"]().decode({"samples": z}, vae, chunk_frames=1)[0]
+    with torch.no_grad():
+        full = vae.decode(z)  # [2, 3, 5, 16, 24]
+    assert images.shape == (10, 16, 24, 3) and images.dtype == torch.float32
+    want = ((full.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).reshape(10, 16, 24, 3)
+    torch.testing.assert_close(images, want, atol=1e-5, rtol=1e-4)
+
+
+class CoreVAE:
+    """Looks like comfy.sd.VAE to the node."""
+
+    first_stage_model = None
+
+    def __init__(self, channels=16, dim=3):
+        self.latent_channels, self.latent_dim = channels, dim
+
+    def decode(self, z):
+        B, _, T, h, w = z.shape
+        return torch.full((B, 1 + 4 * (T - 1), 8 * h, 8 * w, 3), 0.5)
+
+
+def test_decode_uses_a_core_vae_object(N):
+    images = N["SaltDecode"]().decode({"samples": torch.zeros(1, 16, 3, 2, 2)}, CoreVAE())[0]
+    assert images.shape == (9, 16, 16, 3)
+
+
+def test_decode_refuses_an_incompatible_vae(N, vae):
+    with pytest.raises(ValueError, match="incompatible VAE.*4-channel image"):
+        N["SaltDecode"]().decode({"samples": torch.zeros(1, 16, 1, 2, 2)}, CoreVAE(4, 2))
+    with pytest.raises(ValueError, match="incompatible VAE.*z_dim"):
+        N["SaltDecode"]().decode({"samples": torch.zeros(1, 4, 1, 2, 2)}, vae)
+    with pytest.raises(ValueError, match="video LATENT"):
+        N["SaltDecode"]().decode({"samples": torch.zeros(1, 4, 8, 8)}, vae)
+
+
+def test_save_video_writes_an_mp4_the_ui_can_show(N, fake_comfy, tmp_path):
+    from salt_core.video_io import read_mp4
+
+    frames = torch.rand(9, 32, 48, 3)
+    node = N["SaltSaveVideo"]()
+    ui = node.save(frames, 16.0, "salt/test", 23)["ui"]
+    assert ui["animated"] == (True,)
+    [entry] = ui["images"]
+    assert entry == {"filename": "test_00001_.mp4", "subfolder": "salt", "type": "output"}
+    video, fps = read_mp4(tmp_path / "output" / "salt" / entry["filename"])
+    assert video.shape == (9, 32, 48, 3) and fps == 16.0
+    assert node.save(frames, 16.0, "salt/test", 23)["ui"]["images"][0]["filename"] == "test_00002_.mp4"
+
+
+def test_save_video_without_comfyui_uses_salt_output_dir(N, monkeypatch, tmp_path):
+    monkeypatch.setenv("SALT_OUTPUT_DIR", str(tmp_path))
+    ui = N["SaltSaveVideo"]().save(torch.rand(1, 16, 16, 3), 8.0, "clip", 30)["ui"]
+    assert (tmp_path / ui["images"][0]["filename"]).is_file()
+    with pytest.raises(ValueError, match="IMAGE"):
+        N["SaltSaveVideo"]().save(torch.rand(3, 16, 16), 8.0, "clip", 30)
