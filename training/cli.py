@@ -1,0 +1,84 @@
+"""Command line: `python -m training <command> --config <yaml> [--set key=value ...]`.
+
+Commands: teacher, ode-pairs, ode-init, dmd, sc-dmd, salt-ar, export, build-latents; plus
+`show-config <command>` (resolved YAML and resume hash) and `config-doc` (every option, as Markdown).
+Configuration problems print one `error:` line and exit with status 2 before any compute.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Optional, Sequence
+
+from .config import COMMANDS
+from .config_load import ConfigError, config_hash, dump_yaml, iter_options, load_config, type_name
+
+# command -> module in training.commands exposing run(cfg, command) -> dict
+MODULES = {
+    "teacher": "teacher", "ode-pairs": "ode_pairs", "ode-init": "ode_init", "dmd": "dmd", "sc-dmd": "dmd",
+    "salt-ar": "salt_ar", "export": "export", "build-latents": "build_latents",
+}
+HELP = {
+    "teacher": "flow-matching pre-training of a bidirectional or AR (teacher-forced) model on latent data",
+    "ode-pairs": "sample teacher ODE trajectories -> (noise, states on the student grid, x0) on disk",
+    "ode-init": "initialise a student (causal or bidirectional) by regression on ODE pairs",
+    "dmd": "DMD distillation (baseline)",
+    "sc-dmd": "Salt SC-DMD distillation of a bidirectional student",
+    "salt-ar": "Salt for AR students: SC-DMD + cache-distribution-aware training",
+    "export": "trainer checkpoint (EMA student) -> .safetensors the nodes and salt_core load",
+    "build-latents": "video clips -> VAE latents + text embeddings on disk",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training", description="The Salt trainer (see docs/training.md).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="command")
+    for name in COMMANDS:
+        c = sub.add_parser(name, help=HELP[name], description=HELP[name])
+        c.add_argument("--config", "-c", help="YAML config (missing keys take their defaults)")
+        c.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
+                       help="override an option, e.g. --set optim.student.lr=1e-5 (repeatable)")
+    s = sub.add_parser("show-config", help="print the resolved config and its resume hash")
+    s.add_argument("for_command", choices=COMMANDS)
+    s.add_argument("--config", "-c")
+    s.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE")
+    sub.add_parser("config-doc", help="print every config option as a Markdown table")
+    return p
+
+
+def config_doc() -> str:
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, tp, default, doc in iter_options():
+        value = json.dumps(list(default) if isinstance(default, tuple) else default)
+        rows.append(f"| `{key}` | {type_name(tp).replace('|', '/')} | `{value}` | {doc.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def run_command(command: str, config: Optional[str], overrides: Sequence[str]) -> dict:
+    cfg = load_config(config, overrides)
+    module = importlib.import_module(f"training.commands.{MODULES[command]}")
+    return module.run(cfg, command)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "config-doc":
+            print(config_doc())
+            return 0
+        if args.command == "show-config":
+            cfg = load_config(args.config, args.set)
+            print(f"# {args.for_command}: config hash {config_hash(cfg, args.for_command)}")
+            print(dump_yaml(cfg), end="")
+            return 0
+        run_command(args.command, args.config, args.set)
+        return 0
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        # configuration / data / checkpoint problems: one clear line, no internals
+        if os.environ.get("SALT_TRACEBACK"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2

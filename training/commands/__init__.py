@@ -1,0 +1,1 @@
+"""One module per trainer command; each exposes run(cfg, command) -> dict."""

@@ -1,0 +1,165 @@
+"""`dmd` (baseline) and `sc-dmd` (Salt) for bidirectional students (DESIGN §6).
+
+Each step: the student is updated every `dmd.student_every` steps, the critic every step (Self Forcing's
+order: student first). Student phase: roll the student out from noise with gradient on one random exit
+step, L = L_DMD (teacher with CFG vs critic) [+ λ_SC·L_SC on the SC triplet of the sampled K-step grid,
+from the rollout's own state]. Critic phase: a no-grad rollout, flow denoising loss of the critic.
+
+Randomness: `shared` draws (K, exit step, SC pair) are the same on every rank; noise is per rank.
+"""
+from __future__ import annotations
+
+import torch
+
+from salt_core.sampling.clip import draw
+from salt_core.schedules import StepGrid
+
+from ..config import TrainConfig
+from ..config_load import ConfigError
+from ..distributed import DistContext
+from ..losses.critic import flow_denoising_loss
+from ..losses.dmd import dmd_term
+from ..losses.self_consistency import sc_term, sc_triplet
+from ..models import build, check_compatible, check_data_fits, checkpoint_config, load_teacher, resolve_config
+from ..rollout.bidirectional import rollout_bidirectional
+from ..rollout.common import draw_exit_step, draw_step_count
+from ..seeding import generator
+from ..task import NetSpec
+from .common import fsdp_or_plain, load_data, negative_context, pad_tokens, require_teacher, run_training, student_grid
+from .student import StudentTask, check_grid
+
+
+def check_distill(cfg: TrainConfig) -> None:
+    d = cfg.dmd
+    if d.student_every < 1:
+        raise ConfigError(f"dmd.student_every must be >= 1, got {d.student_every}")
+    if not 0.0 <= d.t_min <= d.t_max <= 1000.0:
+        raise ConfigError(f"need 0 <= dmd.t_min <= dmd.t_max <= 1000, got {d.t_min}, {d.t_max}")
+    if d.exit_step != "random" and d.exit_step < 0:
+        raise ConfigError(f"dmd.exit_step must be 'random' or a step index >= 0, got {d.exit_step}")
+
+
+class DistillTask(StudentTask):
+    """Teacher (frozen), critic and student; shared by dmd, sc-dmd and salt-ar."""
+
+    causal_student = False
+
+    def __init__(self, cfg: TrainConfig, ctx: DistContext, command: str):
+        self.cfg, self.ctx, self.command = cfg, ctx, command
+        require_teacher(cfg)
+        check_grid(cfg)
+        check_distill(cfg)
+        if cfg.student.causal != self.causal_student:
+            want = "true" if self.causal_student else "false"
+            raise ConfigError(f"`{command}` needs student.causal: {want}"
+                              + (" (use salt-ar for causal students)" if cfg.student.causal else ""))
+        if cfg.critic.causal:
+            raise ConfigError("critic.causal must be false: the critic scores whole clips, like the teacher")
+        tconfig = checkpoint_config(cfg.teacher.init)
+        configs = {"teacher": tconfig, "student": resolve_config("student", cfg.student, tconfig),
+                   "critic": resolve_config("critic", cfg.critic, tconfig)}
+        check_compatible(configs)
+        sconfig = configs["student"]
+        self.data = load_data(cfg, ("prompts", "latents"), sconfig.in_dim, sconfig.text_dim)
+        for role, c in configs.items():
+            chunk = cfg.ar.chunk_frames if role == "student" and self.causal_student else None
+            check_data_fits(c, self.data.latent_shape, self.data.text_dim, chunk, f"data.path {cfg.data.path} ({role})")
+        self.configs = configs
+        self.check_extra()
+        dev = ctx.device
+        teacher = load_teacher(cfg.teacher.init, tconfig, dev)
+        self.student = fsdp_or_plain(build(sconfig, cfg.student, dev, teacher), cfg, ctx)
+        self.critic = fsdp_or_plain(build(configs["critic"], cfg.critic, dev, teacher), cfg, ctx)
+        self.teacher = fsdp_or_plain(teacher, cfg, ctx)  # sharded after the copies above
+        self.w = 1.0 + cfg.dmd.guidance_scale
+        self.neg = negative_context(cfg, tconfig.text_dim).to(dev) if self.w != 1.0 else None
+        self._init_probe(dev)
+
+    def check_extra(self) -> None:
+        """Command-specific checks before any weights load."""
+
+    def networks(self) -> dict[str, NetSpec]:
+        o = self.cfg.optim
+        return {"student": NetSpec(self.student, o.student, ema=True), "critic": NetSpec(self.critic, o.critic)}
+
+    def phases(self, step: int) -> list[str]:
+        return (["student"] if step % self.cfg.dmd.student_every == 0 else []) + ["critic"]
+
+    # ---- helpers ----------------------------------------------------------------------------------
+    def generators(self, step: int, phase: str) -> tuple[torch.Generator, torch.Generator]:
+        """(shared across ranks, this rank's) generators of a phase."""
+        seed = self.cfg.run.seed
+        return generator(seed, step, phase, "shared"), generator(seed, step, phase, "rank", self.ctx.rank)
+
+    def contexts(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx = batch["context"].float()
+        if self.neg is None:
+            return ctx, None
+        L = max(ctx.shape[1], self.neg.shape[1])
+        return pad_tokens(ctx, L), pad_tokens(self.neg, L).expand(ctx.shape[0], -1, -1)
+
+    def exit_step(self, steps: int, g: torch.Generator) -> int:
+        e = self.cfg.dmd.exit_step
+        return draw_exit_step(steps, g) if e == "random" else min(int(e), steps - 1)
+
+    def dmd(self, x: torch.Tensor, ctx, neg, g: torch.Generator):
+        d = self.cfg.dmd
+        return dmd_term(x, self.teacher, self.critic, ctx, neg, guidance=self.w, shift=self.cfg.grid.shift,
+                        t_min=d.t_min, t_max=d.t_max, generator=g)
+
+    def critic_loss(self, x: torch.Tensor, ctx, g: torch.Generator):
+        d = self.cfg.dmd
+        return flow_denoising_loss(self.critic, x.detach(), ctx, generator=g, shift=self.cfg.grid.shift,
+                                   t_min=d.t_min, t_max=d.t_max)
+
+    def sc_transition(self) -> str:
+        t = self.cfg.sc.transition
+        return self.cfg.grid.transition if t == "student" else t
+
+    def noise(self, batch: dict, g: torch.Generator) -> torch.Tensor:
+        return draw((batch["context"].shape[0], *self.data.latent_shape), g, self.ctx.device)
+
+
+class BidirectionalDistill(DistillTask):
+    """dmd: the student's grid.timesteps; sc-dmd: a K-step grid (K from grid.step_counts) per step."""
+
+    def grid_and_triplet(self, g_shared: torch.Generator):
+        cfg = self.cfg
+        if self.command != "sc-dmd":
+            return student_grid(cfg), None
+        K = draw_step_count(cfg.grid.step_counts, g_shared)
+        return StepGrid.uniform(K, cfg.grid.shift), sc_triplet(K, cfg.grid.shift, g_shared)
+
+    def loss(self, phase: str, batch: dict, step: int):
+        cfg = self.cfg
+        g_shared, g = self.generators(step, phase)
+        ctx, neg = self.contexts(batch)
+        grid, trip = self.grid_and_triplet(g_shared)
+        exit_step = self.exit_step(grid.steps, g_shared)
+        noise = self.noise(batch, g)
+        if phase == "critic":
+            with torch.no_grad():
+                roll = rollout_bidirectional(self.student, noise, ctx, grid, transition=cfg.grid.transition,
+                                             generator=g, exit_step=exit_step, grad=False,
+                                             integer_timesteps=cfg.grid.integer_timesteps)
+            return self.critic_loss(roll.x, ctx, g)
+        roll = rollout_bidirectional(self.student, noise, ctx, grid, transition=cfg.grid.transition, generator=g,
+                                     exit_step=exit_step, record_until=trip.index if trip else None,
+                                     integer_timesteps=cfg.grid.integer_timesteps)
+        loss, stats = self.dmd(roll.x, ctx, neg, g)
+        stats["exit_step"] = exit_step
+        if trip is not None and cfg.sc.weight > 0:
+            sc, sc_stats = sc_term(self.student, roll.states[trip.index], trip, ctx, transition=self.sc_transition(),
+                                   generator=g, stop_grad=cfg.sc.stop_grad, normalize=cfg.sc.normalise,
+                                   eps=cfg.sc.eps, integer_timesteps=cfg.grid.integer_timesteps)
+            loss = loss + cfg.sc.weight * sc
+            stats.update(sc_stats)
+        return loss, stats
+
+
+def run(cfg: TrainConfig, command: str = "dmd") -> dict:
+    def build_task(cfg, ctx):
+        task = BidirectionalDistill(cfg, ctx, command)
+        return task, task.data
+
+    return run_training(cfg, command, build_task)

@@ -1,0 +1,106 @@
+"""`salt-ar`: Salt for autoregressive students — SC-DMD plus cache-distribution-aware training (DESIGN §6).
+
+Student phase:
+* Self Forcing rollout of the causal student, chunk by chunk against a KV cache under `ar.cache`;
+  every previous chunk walks a K-step grid with K drawn from `ar.cache_step_counts` (mixed-quality
+  caches), the current (last) chunk the K-step grid of the SC triplet (K from `grid.step_counts`);
+  gradient only on each chunk's exit forward, context passes without gradient.
+* L_DMD on the whole clip (bidirectional teacher with CFG vs critic);
+* λ_SC·L_SC on the current chunk, from its own rollout state, against the rollout's cache;
+* λ_FA·L_FA: the current chunk's input under C_low (K = ar.fa_low_steps) pulled toward C_high
+  (K = ar.fa_high_steps) on blocks `ar.fa_layers` and/or x̂0 (clips of at least two chunks).
+Critic phase: a no-grad rollout, flow denoising loss of the (bidirectional) critic.
+"""
+from __future__ import annotations
+
+import torch
+
+from salt_core.schedules import StepGrid
+
+from ..config import TrainConfig
+from ..config_load import ConfigError
+from ..losses.self_consistency import sc_term, sc_triplet
+from ..rollout.autoregressive import rollout_ar
+from ..rollout.cache_aware import cache_alignment_term
+from ..rollout.common import draw_exit_step, draw_step_count, mixed_step_grids
+from .common import run_training
+from .dmd import DistillTask
+
+
+class SaltARTask(DistillTask):
+    causal_student = True
+
+    def check_extra(self) -> None:
+        a, T = self.cfg.ar, self.data.latent_shape[1]
+        if a.chunk_frames < 1:
+            raise ConfigError(f"ar.chunk_frames must be >= 1, got {a.chunk_frames}")
+        if not a.cache_step_counts or min(a.cache_step_counts) < 1:
+            raise ConfigError(f"ar.cache_step_counts must be positive step counts, got {list(a.cache_step_counts)}")
+        if a.fa_weight > 0 and not a.fa_layers and not a.fa_x0:
+            raise ConfigError("ar.fa_weight > 0 but nothing to align: set ar.fa_layers and/or ar.fa_x0")
+        if a.fa_layers:
+            layers = self.configs["student"].num_layers
+            bad = [i for i in a.fa_layers if not 0 <= i < layers]
+            if bad:
+                raise ConfigError(f"ar.fa_layers {bad} outside the student's blocks 0..{layers - 1}")
+        self.chunks = T // a.chunk_frames
+
+    def rollout_plan(self, g_shared: torch.Generator):
+        """(per-chunk grids, exit steps, SC triplet) — the same on every rank."""
+        cfg = self.cfg
+        K = draw_step_count(cfg.grid.step_counts, g_shared)
+        trip = sc_triplet(K, cfg.grid.shift, g_shared)
+        grids = mixed_step_grids(self.chunks, choices=cfg.ar.cache_step_counts, shift=cfg.grid.shift,
+                                 generator=g_shared, current=K)
+        exits = [self.exit_step(gr.steps, g_shared) for gr in grids]
+        return grids, exits, trip
+
+    def rollout(self, noise, ctx, grids, exits, g, *, record_until=None):
+        cfg = self.cfg
+        return rollout_ar(self.student, noise, ctx, chunk_frames=cfg.ar.chunk_frames, grids=grids,
+                          policy=cfg.ar.cache, transition=cfg.grid.transition, generator=g, exit_steps=exits,
+                          record_until=record_until, integer_timesteps=cfg.grid.integer_timesteps)
+
+    def loss(self, phase: str, batch: dict, step: int):
+        cfg = self.cfg
+        g_shared, g = self.generators(step, phase)
+        ctx, neg = self.contexts(batch)
+        grids, exits, trip = self.rollout_plan(g_shared)
+        noise = self.noise(batch, g)
+        if phase == "critic":
+            with torch.no_grad():
+                roll = self.rollout(noise, ctx, grids, exits, g)
+            return self.critic_loss(roll.x, ctx, g)
+        sc_on = cfg.sc.weight > 0
+        roll = self.rollout(noise, ctx, grids, exits, g, record_until=trip.index if sc_on else None)
+        loss, stats = self.dmd(roll.x, ctx, neg, g)
+        stats["exit_step_current"] = exits[-1]
+        stats["cache_steps_mean"] = sum(gr.steps for gr in grids[:-1]) / max(1, len(grids) - 1)
+        if sc_on:
+            current = roll.chunks[-1]
+            sc, sc_stats = sc_term(roll.current(self.student), current.states[trip.index], trip, None,
+                                   transition=self.sc_transition(), generator=g, stop_grad=cfg.sc.stop_grad,
+                                   normalize=cfg.sc.normalise, eps=cfg.sc.eps,
+                                   integer_timesteps=cfg.grid.integer_timesteps)
+            loss = loss + cfg.sc.weight * sc
+            stats.update(sc_stats)
+        if cfg.ar.fa_weight > 0 and self.chunks >= 2:
+            a = cfg.ar
+            fa, fa_stats = cache_alignment_term(
+                self.student, noise, ctx, chunk_frames=a.chunk_frames,
+                grid=StepGrid.uniform(trip.steps, cfg.grid.shift),
+                policy=a.cache, low_steps=a.fa_low_steps, high_steps=a.fa_high_steps, shift=cfg.grid.shift,
+                transition=cfg.grid.transition, generator=g, layers=a.fa_layers, use_x0=a.fa_x0,
+                step_index=draw_exit_step(trip.steps, g_shared),  # same on every rank (FSDP: same forwards)
+                integer_timesteps=cfg.grid.integer_timesteps)
+            loss = loss + a.fa_weight * fa
+            stats.update(fa_stats)
+        return loss, stats
+
+
+def run(cfg: TrainConfig, command: str = "salt-ar") -> dict:
+    def build_task(cfg, ctx):
+        task = SaltARTask(cfg, ctx, command)
+        return task, task.data
+
+    return run_training(cfg, command, build_task)

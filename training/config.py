@@ -1,0 +1,237 @@
+"""The trainer's configuration schema: nested frozen dataclasses, one section per concern.
+
+Every field carries its documentation (`doc`) so `python -m training config-doc` and docs/training.md
+list every YAML option. Loading, `--set` overrides, type checks and the resume hash live in
+`training/config_load.py`. Defaults follow DESIGN §6 and the Self Forcing recipe (REFERENCES.md);
+the example configs in `training/configs/` shrink them for CPU runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+from salt_core.kv_cache import CachePolicy
+
+COMMANDS = ("teacher", "ode-pairs", "ode-init", "dmd", "sc-dmd", "salt-ar", "export", "build-latents")
+
+
+# Documentation of fields of salt_core dataclasses used as config sections.
+EXTERNAL_DOCS: dict[type, dict[str, str]] = {
+    CachePolicy: {
+        "kind": "'full' (every past chunk), 'window' (last window_frames) or 'sink_window' (sink + window).",
+        "window_frames": "window / sink_window: past latent frames kept.",
+        "sink_frames": "sink_window: first frames kept forever.",
+        "max_frames": "full: hard ceiling on cached frames.",
+        "positions": "'absolute' (RoPE index = frame index) or 'cache_relative' (re-indexed cache, no ceiling).",
+        "context_t": "Timestep of the context pass that writes a finished chunk's K/V (default 0).",
+        "recache_on_switch": "Prompt switch: recompute retained frames' K/V under the new prompt (inference).",
+    },
+}
+
+
+def opt(default, doc: str):
+    """A config field with its documentation."""
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    output_dir: str = opt("runs/default",
+                          "Folder for checkpoints/, metrics.jsonl, config.yaml and the exported model.")
+    seed: int = opt(0, "Seed of every random draw; each step reseeds from (seed, step, rank), so resume is exact.")
+    steps: int = opt(1000, "Total optimisation steps (a resumed run continues up to this number).")
+    log_every: int = opt(10, "Write a metrics.jsonl line every N steps (the values of that step).")
+    save_every: int = opt(500, "Save a trainer checkpoint every N steps (and always at the end).")
+    keep_last: int = opt(2, "Trainer checkpoints to keep; older ones are deleted after a successful save.")
+    resume: str = opt("auto", "'auto' = latest checkpoint in output_dir/checkpoints if any; 'never'; or a path.")
+    probe_every: int = opt(0, "Log the semigroup defect of the student on a fixed probe batch every N steps (0 = off).")
+    probe_batch: int = opt(2, "Samples in the fixed probe batch.")
+    device: str = opt("auto", "'auto' (cuda:LOCAL_RANK when available, else cpu), 'cpu' or 'cuda'.")
+    threads: int = opt(0, "CPU threads of torch in this process (0 = torch's default; tiny models run best on 1).")
+    precision: Literal["auto", "bf16", "fp32"] = opt(
+        "auto", "'auto' = bf16 autocast on CUDA, fp32 on CPU; 'bf16' (CUDA only) or 'fp32'.")
+    progress: bool = opt(True, "Show a tqdm progress bar (rank 0).")
+    tensorboard: bool = opt(False, "Also log to output_dir/tensorboard when TensorBoard is installed.")
+    export_on_finish: bool = opt(True, "After the last step, export the (EMA) network to output_dir/model.safetensors.")
+    max_consecutive_skips: int = opt(20, "Abort when this many updates in a row were skipped by the NaN/inf guard.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    preset: str = opt("", "DiT preset for a fresh model (salt_core DIT_PRESETS, e.g. 'tiny'); '' = take it from init.")
+    init: str = opt("", "Weights to start from: a checkpoint path, 'teacher' (a copy of the teacher), or '' (random).")
+    causal: bool = opt(False, "Train/run the network block-causally over chunks of ar.chunk_frames "
+                       "(AR student/teacher).")
+    gradient_checkpointing: bool = opt(False, "Recompute block activations in backward to save memory.")
+    attention_backend: str = opt("sdpa", "Attention backend passed to WanDiT ('sdpa', 'sage', 'flash').")
+
+
+@dataclass(frozen=True)
+class AdamWConfig:
+    lr: float = opt(2e-6, "Learning rate (after warmup).")
+    betas: tuple[float, float] = opt((0.0, 0.999), "AdamW betas (Self Forcing uses beta1 = 0).")
+    weight_decay: float = opt(0.01, "AdamW decoupled weight decay.")
+    eps: float = opt(1e-8, "AdamW epsilon.")
+    grad_clip: float = opt(10.0, "Clip the global gradient norm to this value (0 = no clipping; norm still logged).")
+    warmup_steps: int = opt(0, "Linear learning-rate warmup over this many updates of this network.")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    student: AdamWConfig = opt(AdamWConfig(lr=2e-6), "Optimiser of the student (Self Forcing: 2e-6).")
+    critic: AdamWConfig = opt(AdamWConfig(lr=4e-7), "Optimiser of the critic / fake score (Self Forcing: 4e-7).")
+    teacher: AdamWConfig = opt(
+        AdamWConfig(lr=1e-4, betas=(0.9, 0.999), grad_clip=1.0), "Optimiser of the `teacher` pre-training command.")
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    enabled: bool = opt(True, "Keep an exponential moving average of the trained network (exported by default).")
+    decay: float = opt(0.99, "EMA decay per update.")
+    start_step: int = opt(200, "Before this step the EMA copies the weights; from it on it averages.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: Literal["latents", "prompts", "ode_pairs"] = opt(
+        "latents", "'latents' (build-latents output), 'prompts' (text/JSONL file, data-free DMD) or "
+        "'ode_pairs' (ode-pairs output).")
+    path: str = opt("", "Dataset folder (latents, ode_pairs) or prompt file (.txt one per line, or .jsonl "
+                    "with 'prompt').")
+    batch_size: int = opt(1, "Global batch size per step, split evenly over the ranks.")
+    shuffle: bool = opt(True, "Reshuffle every epoch (deterministic from run.seed and the epoch).")
+    latent_shape: tuple[int, ...] = opt(
+        (), "[T, H, W] latent frames/height/width of generated clips for 'prompts' data; latent datasets give "
+        "their own (a value here must then match).")
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    encoder: Literal["hash", "salt", "file", "callable"] = opt(
+        "hash", "Text embeddings for prompt datasets and the negative prompt: 'hash' (deterministic per-word "
+        "vectors, a stand-in without a text model), 'salt' (salt_core's tiny text encoder checkpoint), 'file' "
+        "(embeddings .safetensors from build-latents) or 'callable' (path 'module:factory' returning an encoder).")
+    path: str = opt("", "'salt': the text encoder .safetensors; 'file': the embeddings file; "
+                    "'callable': 'package.module:factory'.")
+    max_tokens: int = opt(16, "'hash': tokens per prompt (longer prompts are cut, shorter zero-padded).")
+    negative_prompt: str = opt("", "Negative prompt of the teacher's CFG (DMD) and the unconditional input of "
+                               "teacher pre-training.")
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    shift: float = opt(5.0, "Flow shift s of the noise grid (Self Forcing: 5).")
+    timesteps: tuple[float, ...] = opt(
+        (1000.0, 750.0, 500.0, 250.0), "The student's few-step grid, un-shifted 0..1000 (exported as its default).")
+    step_counts: tuple[int, ...] = opt(
+        (8, 4, 2), "Step counts K sampled for SC-DMD and mixed-step caches; grids are uniform(K) warped by shift.")
+    transition: Literal["renoise", "ode"] = opt("renoise", "How the student moves between grid levels (DESIGN §5).")
+    integer_timesteps: bool = opt(False, "Truncate model timesteps to integers (official Wan convention).")
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    t_sampling: Literal["uniform", "logit_normal"] = opt(
+        "logit_normal", "How `teacher` pre-training draws sigma before the shift.")
+    shift: float = opt(3.0, "Shift applied to the drawn sigma during pre-training.")
+    ar_mode: Literal["teacher_forcing", "diffusion_forcing"] = opt(
+        "teacher_forcing", "Causal teacher: clean context (teacher forcing) or noisy per-chunk context "
+        "(diffusion forcing), one pass with a block-causal frame mask of ar.cache.")
+    cond_dropout: float = opt(0.1, "Probability of replacing a prompt by the negative prompt (trains CFG).")
+    sample_steps: int = opt(50, "Default sampling steps written into the exported teacher.")
+
+
+@dataclass(frozen=True)
+class DMDConfig:
+    guidance_scale: float = opt(3.0, "Teacher CFG x_c + s*(x_c - x_neg) (Self Forcing: 3.0, i.e. w = 4; 0 = none).")
+    t_min: float = opt(20.0, "Smallest DMD / critic timestep (on the shifted 0..1000 scale).")
+    t_max: float = opt(980.0, "Largest DMD / critic timestep.")
+    student_every: int = opt(5, "Update the student every N steps; the critic is updated every step.")
+    exit_step: Union[Literal["random"], int] = opt(
+        "random", "Grid step whose forward carries gradient: 'random' (Self Forcing) or a step index.")
+
+
+@dataclass(frozen=True)
+class SCConfig:
+    weight: float = opt(1.0, "lambda_SC, weight of the self-consistency loss (sc-dmd, salt-ar).")
+    stop_grad: Literal["composed", "direct"] = opt(
+        "composed", "Which path is the (stop-gradient) target: the composed two-step path or the direct step.")
+    normalise: Literal["displacement", "none"] = opt(
+        "displacement", "Divide by sg(|x_e^2 - x_ts|^2 + eps) ('displacement') or not.")
+    transition: Literal["student", "renoise", "ode"] = opt(
+        "student", "Transition inside Psi: 'student' = grid.transition.")
+    eps: float = opt(1e-6, "Epsilon of the displacement normalisation.")
+
+
+@dataclass(frozen=True)
+class ARConfig:
+    chunk_frames: int = opt(3, "Latent frames per chunk of causal networks (Self Forcing: 3; frame-wise: 1).")
+    cache: CachePolicy = opt(CachePolicy(), "KV-cache memory policy used in training: kind (full, window, "
+                             "sink_window), window_frames, sink_frames, max_frames, positions, context_t.")
+    cache_step_counts: tuple[int, ...] = opt(
+        (8, 4, 2), "K drawn per previous chunk when rolling out the cache (mixed-quality caches).")
+    fa_weight: float = opt(1.0, "lambda_FA, weight of the cache-conditioned feature alignment (0 = off).")
+    fa_layers: tuple[int, ...] = opt((), "Block indices whose outputs are aligned (empty = none).")
+    fa_x0: bool = opt(True, "Also align the predicted x0 of the current chunk.")
+    fa_low_steps: int = opt(2, "K of the rollout that builds the low-quality cache C_low.")
+    fa_high_steps: int = opt(8, "K of the rollout that builds the high-quality reference cache C_high.")
+
+
+@dataclass(frozen=True)
+class ODEConfig:
+    output: str = opt("", "ode-pairs output folder ('' = <run.output_dir>/ode_pairs); ode-init reads data.path.")
+    teacher_steps: int = opt(48, "Teacher ODE steps for ode-pairs (the student grid is inserted into this grid).")
+    guidance_scale: float = opt(3.0, "Teacher CFG while generating pairs, x_c + s*(x_c - x_neg) (0 = none).")
+    num_samples: int = opt(64, "Trajectories to generate (prompts cycle through the dataset).")
+    samples_per_shard: int = opt(64, "Samples per safetensors shard on disk.")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: str = opt("", "Trainer checkpoint file, or a run folder (its latest checkpoint).")
+    weights: Literal["ema", "trained"] = opt("ema", "Export the EMA weights or the raw trained weights.")
+    output: str = opt("", "Output .safetensors path ('' = <run folder>/model.safetensors).")
+    dtype: Literal["float32", "bfloat16", "float16"] = opt("float32", "Tensor dtype of the exported file.")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    source: Literal["videos", "callable", "random"] = opt(
+        "videos", "'videos': a folder of .mp4 (+ same-named .txt prompts) or a .jsonl manifest "
+        "{video, prompt}; 'callable': 'module:function' yielding (frames [T,H,W,3] uint8, prompt); "
+        "'random': random latents of build.latent_shape with random prompts (a stand-in, no VAE).")
+    path: str = opt("", "The folder / manifest / callable path of the source.")
+    output: str = opt("", "Output dataset folder.")
+    vae: str = opt("", "VAE checkpoint (salt_core.checkpoints.load_vae) encoding the clips.")
+    frames: int = opt(0, "Pixel frames per clip, 4k+1 (0 = the longest 4k+1 prefix of each clip).")
+    limit: int = opt(0, "Stop after this many clips (0 = all; 'random': the sample count, default 16).")
+    latent_shape: tuple[int, ...] = opt((16, 3, 4, 4), "'random': per-sample latent shape [C, T, H, W].")
+    samples_per_shard: int = opt(64, "Samples per safetensors shard on disk.")
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    strategy: Literal["ddp", "fsdp"] = opt(
+        "ddp", "'ddp': replicated networks, gradients all-reduced; 'fsdp': parameters sharded (FSDP2) for big models.")
+    backend: Literal["auto", "gloo", "nccl"] = opt("auto", "Process-group backend ('auto': nccl on CUDA, gloo on CPU).")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    run: RunConfig = opt(RunConfig(), "Run folder, steps, logging, checkpoints, device.")
+    data: DataConfig = opt(DataConfig(), "Training data.")
+    text: TextConfig = opt(TextConfig(), "Text embeddings of prompts and the negative prompt.")
+    teacher: ModelConfig = opt(ModelConfig(), "The teacher (real score): frozen in distillation, trained by `teacher`.")
+    student: ModelConfig = opt(ModelConfig(init="teacher"), "The few-step student (generator).")
+    critic: ModelConfig = opt(ModelConfig(init="teacher"), "The critic (fake score), trained on student samples.")
+    optim: OptimConfig = opt(OptimConfig(), "AdamW per network.")
+    ema: EMAConfig = opt(EMAConfig(), "EMA of the trained network.")
+    grid: GridConfig = opt(GridConfig(), "The student's noise grid and transition.")
+    flow: FlowConfig = opt(FlowConfig(), "Flow-matching pre-training (`teacher`).")
+    dmd: DMDConfig = opt(DMDConfig(), "Distribution matching (dmd, sc-dmd, salt-ar).")
+    sc: SCConfig = opt(SCConfig(), "Self-consistency loss (sc-dmd, salt-ar).")
+    ar: ARConfig = opt(ARConfig(), "Chunked causal training (salt-ar, causal teacher / ode-init).")
+    ode: ODEConfig = opt(ODEConfig(), "Teacher ODE pairs (ode-pairs).")
+    export: ExportConfig = opt(ExportConfig(), "The `export` command.")
+    build: BuildConfig = opt(BuildConfig(), "The `build-latents` command.")
+    distributed: DistributedConfig = opt(DistributedConfig(), "Multi-process training under torchrun.")
