@@ -82,7 +82,7 @@ class SamplingDefaults:
     transition: str = "renoise"
     context_t: float = 0.0
     integer_timesteps: bool = False  # official Wan truncates t to int; Self Forcing / ComfyUI pass floats
-    trained_steps: int = 0
+    train_iterations: int = 0  # optimisation steps the weights were trained for (the sampling grid is `timesteps`)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -257,7 +257,7 @@ def test_our_header_restores_config_and_sampling_exactly(tmp_path):
     config = DiTConfig(dim=64, ffn_dim=96, num_heads=4, num_layers=1, text_dim=32, text_len=7, eps=1e-5,
                        rope_max_positions=64, rope_theta=5000.0, qk_norm=False, cross_attn_norm=False)
     sampling = SamplingDefaults(causal=True, chunk_frames=1, shift=3.5, timesteps=(1000.0, 500.0),
-                                transition="ode", context_t=12.5, integer_timesteps=True, trained_steps=321)
+                                transition="ode", context_t=12.5, integer_timesteps=True, train_iterations=321)
     model = tiny_model(config=config)
     path = tmp_path / "ours.safetensors"
     save_dit(path, model, sampling, extra_metadata={"run": "abc", "lambda_sc": 0.5})

@@ -116,7 +116,7 @@ def test_export_command_writes_the_ema_student_with_its_grid(pipeline):
     path = os.path.join(root, "exported.safetensors")
     model, info = load_dit(path)
     assert info.sampling.timesteps == (1000.0, 750.0, 500.0, 250.0) and info.sampling.shift == 5.0
-    assert info.sampling.transition == "renoise" and info.sampling.trained_steps == 2
+    assert info.sampling.transition == "renoise" and info.sampling.train_iterations == 2
     same, _ = load_dit(os.path.join(root, "sc_dmd", "model.safetensors"))
     for (k, a), (_, b) in zip(model.state_dict().items(), same.state_dict().items()):
         assert torch.equal(a, b), k

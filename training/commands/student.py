@@ -19,7 +19,7 @@ def student_sampling(cfg: TrainConfig, step: int) -> SamplingDefaults:
     return SamplingDefaults(
         causal=cfg.student.causal, chunk_frames=cfg.ar.chunk_frames, shift=cfg.grid.shift,
         timesteps=tuple(float(t) for t in cfg.grid.timesteps), transition=cfg.grid.transition,
-        context_t=cfg.ar.cache.context_t, integer_timesteps=cfg.grid.integer_timesteps, trained_steps=step,
+        context_t=cfg.ar.cache.context_t, integer_timesteps=cfg.grid.integer_timesteps, train_iterations=step,
     )
 
 

@@ -78,7 +78,7 @@ class TeacherTask(Task):
         return SamplingDefaults(
             causal=c.teacher.causal, chunk_frames=c.ar.chunk_frames, shift=c.grid.shift,
             timesteps=tuple(round(t, 6) for t in uniform_timesteps(c.flow.sample_steps)), transition="ode",
-            context_t=c.ar.cache.context_t, integer_timesteps=c.grid.integer_timesteps, trained_steps=step,
+            context_t=c.ar.cache.context_t, integer_timesteps=c.grid.integer_timesteps, train_iterations=step,
         )
 
 
