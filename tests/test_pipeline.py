@@ -55,7 +55,10 @@ def test_default_length_fills_whole_chunks(model):
     assert default_frames(model, seconds=4.0, fps=16, chunk_frames=1) == 65
 
 
-def test_cli_generates_an_mp4_and_says_the_model_is_random(tmp_path, capsys):
+def test_cli_generates_an_mp4_and_says_the_model_is_random(tmp_path, capsys, monkeypatch):
+    import salt_core.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "DEFAULT_ASSETS", tmp_path / "no-assets")  # no embedded default bundled
     out = tmp_path / "clip.mp4"
     rc = main(["generate", "--prompt", "a red circle", "--out", str(out), "--frames", "9", "--height", "32",
                "--width", "32", "--policy", "window", "--window", "3"])

@@ -129,3 +129,16 @@ def test_world_vocabulary_builds_an_encoder():
     prompts = [prompt_for(sample_scene(s), s) for s in range(20)]
     emb, unknown = enc.encode(prompts)
     assert unknown == [[]] * 20 and emb.shape[0] == 20 and emb.shape[1] <= TextEncoderConfig().max_len
+
+
+def test_pad_to_gives_every_prompt_the_same_context_length():
+    from salt_core.text import TextEncoder, TextEncoderConfig
+
+    enc = TextEncoder(TextEncoderConfig(max_len=8, pad_to=8), ["a", "red", "circle"]).eval()
+    with torch.no_grad():
+        one, _ = enc.encode(["a red circle"])
+        two, _ = enc.encode(["a red circle", "circle"])
+    assert one.shape == (1, 8, 32) and two.shape == (2, 8, 32)
+    assert torch.allclose(one[0], two[0], atol=1e-6) and one[0, 3:].abs().max() == 0
+    with pytest.raises(ValueError, match="pad_to"):
+        TextEncoderConfig(max_len=8, pad_to=4)

@@ -63,7 +63,7 @@ def test_config_hash_ignores_resume_safe_keys_only():
 
 
 def test_every_example_config_loads_and_every_command_has_one():
-    files = sorted(glob.glob(os.path.join(configs_dir(), "*.yaml")))
+    files = sorted(glob.glob(os.path.join(configs_dir(), "**", "*.yaml"), recursive=True))  # world/ too
     names = {os.path.basename(f)[:-5] for f in files}
     for command in COMMANDS:
         assert any(n == command or n.startswith(command + "-") for n in names), f"no example config for {command}"

@@ -1,7 +1,7 @@
 """Command line: `python -m training <command> --config <yaml> [--set key=value ...]`.
 
-Commands: teacher, ode-pairs, ode-init, dmd, sc-dmd, salt-ar, export, build-latents; plus
-`show-config <command>` (resolved YAML and resume hash) and `config-doc` (every option, as Markdown).
+Commands: teacher, ode-pairs, ode-init, dmd, sc-dmd, salt-ar, export, build-latents, vae, text-encoder;
+plus `show-config <command>` (resolved YAML and resume hash) and `config-doc` (every option, as Markdown).
 Configuration problems print one `error:` line and exit with status 2 before any compute.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ from .config_load import ConfigError, config_hash, dump_yaml, iter_options, load
 # command -> module in training.commands exposing run(cfg, command) -> dict
 MODULES = {
     "teacher": "teacher", "ode-pairs": "ode_pairs", "ode-init": "ode_init", "dmd": "dmd", "sc-dmd": "dmd",
-    "salt-ar": "salt_ar", "export": "export", "build-latents": "build_latents",
+    "salt-ar": "salt_ar", "export": "export", "build-latents": "build_latents", "vae": "vae",
+    "text-encoder": "text_encoder",
 }
 HELP = {
     "teacher": "flow-matching pre-training of a bidirectional or AR (teacher-forced) model on latent data",
@@ -30,6 +31,8 @@ HELP = {
     "salt-ar": "Salt for AR students: SC-DMD + cache-distribution-aware training",
     "export": "trainer checkpoint (EMA student) -> .safetensors the nodes and salt_core load",
     "build-latents": "video clips -> VAE latents + text embeddings on disk",
+    "vae": "train the tiny video VAE on synthetic-world clips (L1 + SSIM + KL), with latent statistics",
+    "text-encoder": "train the tiny text encoder on synthetic-world prompts (attribute heads, paraphrases)",
 }
 
 

@@ -12,7 +12,8 @@ from typing import Literal, Union
 
 from salt_core.kv_cache import CachePolicy
 
-COMMANDS = ("teacher", "ode-pairs", "ode-init", "dmd", "sc-dmd", "salt-ar", "export", "build-latents")
+COMMANDS = ("teacher", "ode-pairs", "ode-init", "dmd", "sc-dmd", "salt-ar", "export", "build-latents", "vae",
+            "text-encoder")
 
 
 # Documentation of fields of salt_core dataclasses used as config sections.
@@ -82,6 +83,10 @@ class OptimConfig:
     critic: AdamWConfig = opt(AdamWConfig(lr=4e-7), "Optimiser of the critic / fake score (Self Forcing: 4e-7).")
     teacher: AdamWConfig = opt(
         AdamWConfig(lr=1e-4, betas=(0.9, 0.999), grad_clip=1.0), "Optimiser of the `teacher` pre-training command.")
+    vae: AdamWConfig = opt(
+        AdamWConfig(lr=1e-3, betas=(0.9, 0.999), grad_clip=1.0), "Optimiser of the `vae` command.")
+    text: AdamWConfig = opt(
+        AdamWConfig(lr=1e-3, betas=(0.9, 0.999), grad_clip=1.0), "Optimiser of the `text-encoder` command.")
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,44 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class WorldClipsConfig:
+    frames: int = opt(17, "Pixel frames per world clip, 4k+1 (16 fps).")
+    height: int = opt(64, "Clip height in pixels (a multiple of 8).")
+    width: int = opt(64, "Clip width in pixels (a multiple of 8).")
+    seed: int = opt(0, "Seed of the world's scene stream (training.world.WorldDataset).")
+
+
+@dataclass(frozen=True)
+class VAETrainConfig:
+    preset: str = opt("tiny", "VAE preset of a fresh model (salt_core VAE_PRESETS); ignored when init is set.")
+    init: str = opt("", "A VAE checkpoint to start from ('' = fresh preset).")
+    clips: WorldClipsConfig = opt(WorldClipsConfig(), "Training clips from the synthetic world.")
+    l1_weight: float = opt(1.0, "Weight of the L1 reconstruction loss (pixels in -1..1).")
+    ssim_weight: float = opt(0.2, "Weight of 1 - SSIM (kornia, 7x7 window, per frame).")
+    kl_weight: float = opt(1e-6, "Weight of the KL divergence of the posterior to N(0, I).")
+    sample_posterior: bool = opt(False, "Decode a posterior sample mu + sigma·eps (true) or the mean mu (false: "
+                                 "converges much faster in short runs; the KL term still bounds mu).")
+    stats_clips: int = opt(64, "Training clips whose posterior means give the per-channel latent mean/std.")
+    eval_clips: int = opt(16, "Held-out clips (split 'heldout') on which the reconstruction PSNR is reported.")
+    output: str = opt("", "The trained VAE .safetensors ('' = <run.output_dir>/vae.safetensors).")
+
+
+@dataclass(frozen=True)
+class TextTrainConfig:
+    dim: int = opt(64, "Encoder width (salt_core.text.TextEncoderConfig.dim).")
+    num_layers: int = opt(2, "Transformer layers.")
+    num_heads: int = opt(4, "Attention heads.")
+    ffn_dim: int = opt(128, "Feed-forward width.")
+    text_dim: int = opt(32, "Output width = the DiT's text_dim.")
+    max_len: int = opt(32, "Longest prompt in words (0 = the grammar's longest prompt).")
+    seed: int = opt(0, "Seed of the world's scene stream for training prompts.")
+    paraphrase_weight: float = opt(
+        0.1, "Weight of the paraphrase loss: two prompts of one scene pulled to the same pooled embedding.")
+    eval_prompts: int = opt(512, "Held-out prompts (unseen scene seeds and split 'heldout') for the accuracy report.")
+    output: str = opt("", "The trained encoder .safetensors ('' = <run.output_dir>/text_encoder.safetensors).")
+
+
+@dataclass(frozen=True)
 class DistributedConfig:
     strategy: Literal["ddp", "fsdp"] = opt(
         "ddp", "'ddp': replicated networks, gradients all-reduced; 'fsdp': parameters sharded (FSDP2) for big models.")
@@ -234,4 +277,7 @@ class TrainConfig:
     ode: ODEConfig = opt(ODEConfig(), "Teacher ODE pairs (ode-pairs).")
     export: ExportConfig = opt(ExportConfig(), "The `export` command.")
     build: BuildConfig = opt(BuildConfig(), "The `build-latents` command.")
+    vae: VAETrainConfig = opt(VAETrainConfig(), "The `vae` command: the tiny video VAE on world clips.")
+    textenc: TextTrainConfig = opt(TextTrainConfig(), "The `text-encoder` command: the tiny text encoder on "
+                                   "world prompts.")
     distributed: DistributedConfig = opt(DistributedConfig(), "Multi-process training under torchrun.")

@@ -19,6 +19,7 @@ RESUME_SAFE = frozenset({
     "run.steps", "run.resume", "run.output_dir", "run.log_every", "run.save_every", "run.keep_last",
     "run.progress", "run.tensorboard", "run.export_on_finish", "run.device", "run.max_consecutive_skips", "run.threads",
     "data.path", "text.path", "ode.output", "export", "build", "distributed",
+    "vae.output", "vae.stats_clips", "vae.eval_clips", "textenc.output", "textenc.eval_prompts",
 })
 
 

@@ -14,6 +14,8 @@ class TextEncoderConfig:
     ffn_dim: int = 128
     text_dim: int = 32     # output width (the DiT's text_dim)
     max_len: int = 32      # longest prompt in words (learned positions)
+    pad_to: int = 0        # encode() zero-pads every output to this many rows (0 = the longest prompt of the
+                           # batch), so training batches and single prompts give the DiT the same context length
     eps: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -21,6 +23,10 @@ class TextEncoderConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"TextEncoderConfig.{name} must be a positive int, got {v!r}")
+        if not isinstance(self.pad_to, int) or isinstance(self.pad_to, bool) or self.pad_to < 0:
+            raise ValueError(f"TextEncoderConfig.pad_to must be an int >= 0, got {self.pad_to!r}")
+        if self.pad_to and self.pad_to < self.max_len:
+            raise ValueError(f"TextEncoderConfig.pad_to={self.pad_to} must be 0 or >= max_len={self.max_len}")
         if self.dim % self.num_heads:
             raise ValueError(f"TextEncoderConfig: dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if not self.eps > 0:

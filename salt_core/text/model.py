@@ -74,6 +74,7 @@ class TextEncoder(nn.Module):
 
     def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, list[list[str]]]:
         """prompts: B strings -> (emb [B, L, text_dim] on the encoder's device, unknown words per prompt).
+        L = config.pad_to when set (zero rows after the words), else the longest prompt.
 
         Unknown words are encoded as <unk>, returned, and reported with an UnknownWordsWarning."""
         tok = self.tokenizer(prompts, self.config.max_len)
@@ -87,4 +88,7 @@ class TextEncoder(nn.Module):
                           + "; ".join(f"prompt {i} lost {t}" for i, t in cut.items()), TruncatedPromptWarning,
                           stacklevel=2)
         device = self.token_embedding.weight.device
-        return self(tok.ids.to(device), tok.mask.to(device)), tok.unknown
+        emb = self(tok.ids.to(device), tok.mask.to(device))
+        if self.config.pad_to > emb.shape[1]:
+            emb = F.pad(emb, (0, 0, 0, self.config.pad_to - emb.shape[1]))
+        return emb, tok.unknown

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole synthetic-world chain on a CPU, in order (see benchmarks/quality/README.md for measured times).
+# Every stage writes under runs/world/ (git-ignored); the last step copies the embedded default.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+W=training/configs/world
+T="--set run.threads=1"
+
+python -m training vae          --config $W/vae.yaml $T            # tiny Wan VAE + latent statistics
+python -m training text-encoder --config $W/text-encoder.yaml $T   # tiny text encoder
+python -m training build-latents --config $W/build-latents.yaml $T # world clips -> latents [16, 9, 8, 8]
+
+python -m training teacher --config $W/teacher.yaml $T             # bidirectional teacher
+python -m training teacher --config $W/teacher-ar.yaml $T          # AR teacher (teacher forcing)
+
+python -m training dmd     --config $W/dmd-4.yaml $T               # DMD, 4-point grid
+python -m training dmd     --config $W/dmd-8.yaml $T               # DMD, 8-point grid
+python -m training sc-dmd  --config $W/sc-dmd-8.yaml $T            # Salt SC-DMD, 8-point grid
+python -m training salt-ar --config $W/ar-dmd.yaml $T              # AR baseline (Self Forcing-style DMD)
+python -m training salt-ar --config $W/salt-ar.yaml $T             # Salt-AR (cache-aware)
+
+# the embedded default: the AR Salt student + its VAE + text encoder
+mkdir -p salt_core/assets/default
+cp runs/world/salt_ar/model.safetensors salt_core/assets/default/dit.safetensors
+cp runs/world/vae/vae.safetensors salt_core/assets/default/vae.safetensors
+cp runs/world/text_encoder/text_encoder.safetensors salt_core/assets/default/text_encoder.safetensors
+
+python benchmarks/quality/evaluate.py --runs runs/world --prompts 16 --threads 1

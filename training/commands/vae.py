@@ -1,0 +1,199 @@
+"""`vae`: train the tiny Wan-architecture video VAE (8x space, 4x time) on synthetic-world clips.
+
+Loss per clip: l1_weight·|x̂ − x| + ssim_weight·(1 − SSIM(x̂, x)) (kornia, per frame) + kl_weight·KL(q(z|x) ‖ N(0, I)),
+with x̂ decoded from the posterior mean, or a posterior sample with `vae.sample_posterior` (noise keyed per
+sample, so resume is exact). After the last step the
+EMA (or trained) weights get per-channel latent statistics (mean/std of the posterior means over
+`vae.stats_clips` training clips) written into their VAEConfig, so `load_vae` normalises with them; the file is
+saved with `salt_core.checkpoints.save_vae` and the reconstruction PSNR on `vae.eval_clips` held-out clips is
+printed and stored in `<run.output_dir>/vae_eval.json`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import kornia
+import torch
+
+from salt_core.checkpoints import load_vae, save_vae
+from salt_core.vae import FeatureCache, VAEConfig, WanVAE, vae_preset
+
+from ..checkpoint import latest_checkpoint, load_checkpoint
+from ..config import TrainConfig, WorldClipsConfig
+from ..config_load import ConfigError
+from ..seeding import per_sample_randn
+from ..task import NetSpec, Task
+from .common import Data, run_training
+
+SSIM_WINDOW = 7
+
+
+class WorldVideos(torch.utils.data.Dataset):
+    """World clips as trainer samples: {"video": [3, T, H, W] in -1..1}."""
+
+    def __init__(self, clips: WorldClipsConfig, split: str = "train", length: int = 1_000_000):
+        from training.world import WorldDataset
+
+        try:
+            self.world = WorldDataset(clips.frames, clips.height, clips.width, split=split, length=length,
+                                      seed=clips.seed)
+        except ValueError as e:
+            raise ConfigError(f"vae.clips: {e}") from None
+
+    def __len__(self) -> int:
+        return len(self.world)
+
+    def __getitem__(self, index: int) -> dict:
+        video, _ = self.world[index]
+        return {"video": video.permute(3, 0, 1, 2) * 2 - 1}
+
+
+def reconstruction_losses(recon: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """recon, video: [B, 3, T, H, W] in -1..1 -> (L1, 1 − SSIM), each a scalar."""
+    l1 = (recon - video).abs().mean()
+    frames = lambda v: ((v + 1) / 2).transpose(1, 2).flatten(0, 1)  # noqa: E731  [B*T, 3, H, W] in 0..1
+    ssim = kornia.metrics.ssim(frames(recon), frames(video), SSIM_WINDOW).mean()
+    return l1, 1 - ssim
+
+
+def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, e^log_var) ‖ N(0, 1)) per latent element, averaged."""
+    return 0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var).mean()
+
+
+def psnr(recon: torch.Tensor, video: torch.Tensor) -> float:
+    """Mean over clips of the PSNR (dB) of [B, 3, T, H, W] videos in -1..1, measured in 0..1."""
+    mse = (((recon - video) / 2) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(1 / mse.detach())).mean())
+
+
+class VAETask(Task):
+    primary = "vae"
+
+    def __init__(self, cfg: TrainConfig, device):
+        self.cfg, v = cfg, cfg.vae
+        for key in ("l1_weight", "ssim_weight", "kl_weight"):
+            if getattr(v, key) < 0:
+                raise ConfigError(f"vae.{key} must be >= 0, got {getattr(v, key)}")
+        if v.init:
+            if not os.path.isfile(v.init):
+                raise ConfigError(f"vae.init {v.init!r}: no such VAE checkpoint")
+            self.model, _ = load_vae(v.init, device=device)
+        else:
+            try:
+                self.model = WanVAE(vae_preset(v.preset)).to(device)
+            except ValueError as e:
+                raise ConfigError(f"vae.preset: {e}") from None
+        self.model.train()
+        c, f = v.clips, self.model.config
+        if (c.frames - 1) % f.temporal_factor or c.height % f.spatial_factor or c.width % f.spatial_factor:
+            raise ConfigError(f"vae.clips: {c.frames} frames of {c.height}x{c.width} do not fit the VAE "
+                              f"({f.temporal_factor}k+1 frames, sizes divisible by {f.spatial_factor})")
+        self.data = WorldVideos(c)
+
+    def networks(self) -> dict[str, NetSpec]:
+        return {"vae": NetSpec(self.model, self.cfg.optim.vae, ema=True)}
+
+    def phases(self, step: int) -> list[str]:
+        return ["vae"]
+
+    def loss(self, phase: str, batch: dict, step: int):
+        v, video = self.cfg.vae, batch["video"].float()
+        mu, log_var = self.model.encode_moments(video)
+        log_var = log_var.clamp(-30.0, 20.0)
+        z = mu
+        if v.sample_posterior:
+            noise = per_sample_randn(self.cfg.run.seed, step, batch["sample_id"].tolist(), "vae", mu.shape[1:])
+            z = mu + noise.to(mu) * (0.5 * log_var).exp()
+        recon = decode_unclamped(self.model, z)
+        l1, dssim = reconstruction_losses(recon, video)
+        kl = kl_divergence(mu, log_var)
+        loss = v.l1_weight * l1 + v.ssim_weight * dssim + v.kl_weight * kl
+        return loss, {"l1": l1.detach().item(), "one_minus_ssim": dssim.detach().item(), "kl": kl.detach().item()}
+
+
+def decode_unclamped(model: WanVAE, z: torch.Tensor) -> torch.Tensor:
+    """`WanVAE.decode` in one decoder pass without its final clamp to [-1, 1], so that saturated pixels
+    still get gradients. z: raw latents [B, z, t, h, w] -> [B, 3, 1 + 4(t-1), 8h, 8w]."""
+    return model.decoder(model.conv2(z), FeatureCache())
+
+
+def trained_vae(output_dir: str, device) -> tuple[WanVAE, str]:
+    """The run's newest checkpoint -> WanVAE with its EMA weights (trained ones when EMA was off)."""
+    path = latest_checkpoint(output_dir)
+    if path is None:
+        raise ConfigError(f"{output_dir}: no trainer checkpoint to export")
+    net = load_checkpoint(path)["nets"]["vae"]
+    model = WanVAE(VAEConfig.from_dict(json.loads(net["dit_config"])))
+    tensors = dict(net["model"])
+    used = "trained"
+    if net.get("ema"):
+        tensors.update(net["ema"])
+        used = "ema"
+    model.load_state_dict({k: t.float() for k, t in tensors.items()})
+    return model.to(device).eval(), used
+
+
+def clip_batches(data: WorldVideos, count: int, batch: int = 4):
+    for start in range(0, count, batch):
+        yield torch.stack([data[i]["video"] for i in range(start, min(count, start + batch))])
+
+
+@torch.no_grad()
+def latent_statistics(model: WanVAE, data: WorldVideos, count: int, device) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the raw posterior means over `count` clips."""
+    mus = [model.encode(x.to(device)).float().transpose(0, 1).flatten(1) for x in clip_batches(data, count)]
+    mu = torch.cat(mus, dim=1)  # [z, N]
+    return mu.mean(1).tolist(), mu.std(1).clamp_min(1e-4).tolist()
+
+
+@torch.no_grad()
+def heldout_psnr(model: WanVAE, clips: WorldClipsConfig, count: int, device) -> float:
+    data = WorldVideos(clips, split="heldout", length=max(1, count))
+    values, n = 0.0, 0
+    for x in clip_batches(data, count):
+        x = x.to(device)
+        recon = model.decode(model.encode(x), frames_per_step=x.shape[2])
+        values += psnr(recon, x) * len(x)
+        n += len(x)
+    return values / max(1, n)
+
+
+def finish(cfg: TrainConfig, device) -> dict:
+    """Latent statistics into the config, save_vae, held-out PSNR."""
+    v = cfg.vae
+    model, used = trained_vae(cfg.run.output_dir, device)
+    mean, std = latent_statistics(model, WorldVideos(v.clips), max(1, v.stats_clips), device)
+    config = dataclasses.replace(model.config, latent_mean=tuple(mean), latent_std=tuple(std))
+    final = WanVAE(config)
+    final.load_state_dict(model.state_dict())  # the statistics are buffers of the config, not weights
+    final = final.to(device).eval()
+    value = heldout_psnr(final, v.clips, v.eval_clips, device) if v.eval_clips > 0 else float("nan")
+    output = v.output or os.path.join(cfg.run.output_dir, "vae.safetensors")
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    extra = {"salt_trainer_command": "vae", "salt_trainer_step": str(cfg.run.steps), "salt_trainer_weights": used,
+             "salt_vae_heldout_psnr": f"{value:.3f}"}
+    out = save_vae(output, final, extra_metadata=extra)
+    report = {"output": out, "weights": used, "heldout_psnr_db": value, "eval_clips": v.eval_clips,
+              "stats_clips": v.stats_clips, "latent_mean": mean, "latent_std": std}
+    with open(os.path.join(cfg.run.output_dir, "vae_eval.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    print(f"saved VAE ({used} weights) to {out}; held-out reconstruction PSNR {value:.2f} dB "
+          f"over {v.eval_clips} clips")
+    return report
+
+
+def run(cfg: TrainConfig, command: str = "vae") -> dict:
+    holder: dict = {}
+
+    def build_task(cfg, ctx):
+        task = VAETask(cfg, ctx.device)
+        holder["device"] = ctx.device
+        return task, Data(task.data, (0, 0, 0, 0), 0)
+
+    result = run_training(cfg, "vae", build_task)
+    if int(os.environ.get("RANK", "0")) == 0:
+        result["vae"] = finish(cfg, holder["device"])
+    return result
