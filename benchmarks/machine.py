@@ -17,7 +17,11 @@ def describe() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    try:
+        load = "load average %.1f (shared machine)" % os.getloadavg()[0]
+    except OSError:
+        load = "load average unknown"
     return (
         f"{cpu}; {os.cpu_count()} logical CPUs; torch {torch.__version__} with {torch.get_num_threads()} threads; "
-        f"{gpu}; Python {platform.python_version()}"
+        f"{gpu}; Python {platform.python_version()}; {load}"
     )

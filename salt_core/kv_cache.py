@@ -88,13 +88,11 @@ class ChunkPlan:
 
     frames: int  # F frames in this call
     scratch_start: int  # first frame slot of the scratch area (= valid frames before the call)
-    q_cos: torch.Tensor  # [F*T, D/2] rotation of this chunk's queries/keys
-    q_sin: torch.Tensor
+    q_rot: torch.Tensor  # complex [F*T, D/2]: rotation of this chunk's queries/keys
     commit_slots: Optional[list[int]]  # frame slot per frame when committing, else None
     commit_src: Optional[torch.Tensor] = None  # [F*T] token indices of the scratch area
     commit_dst: Optional[torch.Tensor] = None  # [F*T] token indices of the target slots
-    ranks_cos: Optional[torch.Tensor] = None  # cache_relative: rotation of all valid slots after commit
-    ranks_sin: Optional[torch.Tensor] = None
+    ranks_rot: Optional[torch.Tensor] = None  # cache_relative: complex rotation of all valid slots after commit
 
 
 class LayerKV:
@@ -118,8 +116,8 @@ class LayerKV:
     def attend(self, q, k, v, plan: ChunkPlan, tokens_per_frame: int, attn) -> torch.Tensor:
         """q, k, v: [B, H, F*T, D] un-rotated -> attention output [B, H, F*T, D] over cache + chunk."""
         T = tokens_per_frame
-        q = apply_rope(q, plan.q_cos, plan.q_sin)
-        k_rot = apply_rope(k, plan.q_cos, plan.q_sin)
+        q = apply_rope(q, plan.q_rot)
+        k_rot = apply_rope(k, plan.q_rot)
         s0 = plan.scratch_start * T
         if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
             # Out of place under autograd: the buffers are never part of a graph.
@@ -142,9 +140,9 @@ class LayerKV:
         for buf in (self.k, self.v, self.k_raw):
             if buf is not None:
                 buf.index_copy_(2, plan.commit_dst, buf.index_select(2, plan.commit_src))
-        if plan.ranks_cos is not None:  # cache_relative: re-rotate every valid slot by its new rank
-            n = plan.ranks_cos.shape[0]
-            self.k[:, :, :n] = apply_rope(self.k_raw[:, :, :n], plan.ranks_cos, plan.ranks_sin)
+        if plan.ranks_rot is not None:  # cache_relative: re-rotate every valid slot by its new rank
+            n = plan.ranks_rot.shape[0]
+            self.k[:, :, :n] = apply_rope(self.k_raw[:, :, :n], plan.ranks_rot)
 
 
 class KVCache:
@@ -257,9 +255,9 @@ class KVCache:
             positions = list(frame_indices)
         else:
             positions = list(range(n_valid, n_valid + F))
-        cos, sin = self.rope.cos_sin(positions, gh, gw, self.device, torch.float32)
+        rot = self.rope.rotation(positions, gh, gw, self.device)
         slots = [self._slot_for(self.committed + j) for j in range(F)] if commit else None
-        plan = ChunkPlan(F, n_valid, cos, sin, slots)
+        plan = ChunkPlan(F, n_valid, rot, slots)
         if commit:
             T = self.tokens_per_frame
             plan.commit_src = torch.arange(n_valid * T, (n_valid + F) * T, device=self.device)
@@ -271,7 +269,7 @@ class KVCache:
             rank = [0] * len(after)
             for r, s in enumerate(order):
                 rank[s] = r
-            plan.ranks_cos, plan.ranks_sin = self.rope.cos_sin(rank, gh, gw, self.device, torch.float32)
+            plan.ranks_rot = self.rope.rotation(rank, gh, gw, self.device)
         return plan
 
     def _frames_after_commit(self, frame_indices: Sequence[int], slots: list[int]) -> list[int]:

@@ -188,7 +188,7 @@ def generate_latents(
 
 def decode_stream(model: SaltModel, vae: WanVAE, latent_chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
     """Normalised latent chunks [B, C, t, h, w] -> pixel frames [n, H, W, 3] float 0..1, chunk by chunk."""
-    dec = vae.streaming_decoder()
+    dec = vae.streaming_decoder(frames_per_step=None)  # whole chunks per pass while they fit the memory budget
     with torch.no_grad():
         for z in latent_chunks:
             raw = model.to_raw_latents(z).to(device=next(vae.parameters()).device, dtype=vae.dtype)

@@ -56,6 +56,12 @@ class RopeTable:
         if hit is not None:
             return hit
         self.check_positions(frame_positions, grid_h, grid_w)
+        with torch.inference_mode(False):  # memoised: must stay usable by autograd later
+            out = self._cos_sin(frame_positions, grid_h, grid_w, device, dtype)
+        self._remember(key, out)
+        return out
+
+    def _cos_sin(self, frame_positions, grid_h, grid_w, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         tf, th, tw = self._axis_tables(device)
         fpos = torch.as_tensor(list(frame_positions), dtype=torch.long, device=device)
         F = len(frame_positions)
@@ -63,16 +69,33 @@ class RopeTable:
         a_h = th[:grid_h].view(1, grid_h, 1, -1).expand(F, grid_h, grid_w, -1)
         a_w = tw[:grid_w].view(1, 1, grid_w, -1).expand(F, grid_h, grid_w, -1)
         angles = torch.cat([a_f, a_h, a_w], dim=-1).reshape(F * grid_h * grid_w, -1)
-        out = (torch.cos(angles).to(dtype), torch.sin(angles).to(dtype))
+        return torch.cos(angles).to(dtype), torch.sin(angles).to(dtype)
+
+    def rotation(self, frame_positions: Sequence[int], grid_h: int, grid_w: int, device: torch.device) -> torch.Tensor:
+        """-> complex64 [L, head_dim/2]: cos + i·sin of every (token, pair), tokens ordered (frame, h, w).
+
+        The form `apply_rope` takes: one complex multiply rotates all pairs (one pass over q/k)."""
+        key = ("complex", tuple(frame_positions), grid_h, grid_w, device)
+        hit = self._memo.get(key)
+        if hit is None:
+            cos, sin = self.cos_sin(frame_positions, grid_h, grid_w, device, torch.float32)
+            with torch.inference_mode(False):
+                hit = torch.complex(cos, sin)
+            self._remember(key, hit)
+        return hit
+
+    def _remember(self, key, value) -> None:
         if len(self._memo) > 64:
             self._memo.clear()
-        self._memo[key] = out
-        return out
+        self._memo[key] = value
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [B, H, L, D] with interleaved (real, imag) pairs; cos/sin: [L, D/2]. Computed in float32."""
-    xf = x.float().unflatten(-1, (-1, 2))  # [B, H, L, D/2, 2]
-    re, im = xf[..., 0], xf[..., 1]
-    out = torch.stack((re * cos - im * sin, re * sin + im * cos), dim=-1)
+def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved (real, imag) pairs: x: [..., L, D] (any strides with a unit last stride, e.g.
+    [B, H, L, D] head views); rot: complex [L, D/2] from `RopeTable.rotation`. Computed in float32,
+    returned in x's dtype (and x's memory layout)."""
+    xf = x.float()
+    if xf.stride(-1) != 1 or xf.storage_offset() % 2 or any(st % 2 for st in xf.stride()[:-1]):
+        xf = xf.contiguous()
+    out = torch.view_as_real(torch.view_as_complex(xf.unflatten(-1, (-1, 2))) * rot)
     return out.flatten(-2).to(x.dtype)

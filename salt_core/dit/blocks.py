@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .layers import FP32LayerNorm, RMSNorm, gate, modulate
+from .layers import FP32LayerNorm, RMSNorm, TanhGELU, gated_residual, norm_modulate
 from ..rope import apply_rope
 
 
@@ -34,15 +34,15 @@ class _Projections(nn.Module):
 
 class SelfAttention(_Projections):
     def forward(self, x, rope, attn, mask=None, layer_cache=None, plan=None, tokens_per_frame=0):
-        """x: [B, L, dim]; rope: (cos, sin) [L, head_dim/2] (ignored with a cache, which places positions)."""
+        """x: [B, L, dim]; rope: complex [L, head_dim/2] (`RopeTable.rotation`; ignored with a cache,
+        which places positions itself)."""
         q = self.heads(self.norm_q(self.q(x)))
         k = self.heads(self.norm_k(self.k(x)))
         v = self.heads(self.v(x))
         if layer_cache is not None:
             out = layer_cache.attend(q, k, v, plan, tokens_per_frame, attn)
         else:
-            cos, sin = rope
-            out = attn(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, mask)
+            out = attn(apply_rope(q, rope), apply_rope(k, rope), v, mask)
         return self.merge(out)
 
 
@@ -65,12 +65,12 @@ class WanBlock(nn.Module):
         self.norm3 = FP32LayerNorm(dim, eps, elementwise_affine=True) if cross_attn_norm else nn.Identity()
         self.cross_attn = CrossAttention(dim, num_heads, qk_norm, eps)
         self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), TanhGELU(), nn.Linear(ffn_dim, dim))
 
     def forward(
         self,
         x: torch.Tensor,  # [B, L, dim] float32 residual stream
-        e0: torch.Tensor,  # [B, F, 6, dim] per-frame time projection
+        e0: torch.Tensor,  # [B, F, 6, dim] per-frame time projection (F = 1: shared by every frame)
         ctx_kv: tuple[torch.Tensor, torch.Tensor],
         rope,
         attn,
@@ -81,12 +81,15 @@ class WanBlock(nn.Module):
         F = e0.shape[1]
         dt = self.ffn[0].weight.dtype
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float().unsqueeze(0) + e0.float()).unbind(2)
-        h = modulate(self.norm1(x), shift1, scale1, F).to(dt)
-        y = self.self_attn(h, rope, attn, mask, layer_cache, plan, x.shape[1] // F)
-        x = x + gate(y, gate1, F)
-        x = x + self.cross_attn(self.norm3(x).to(dt), ctx_kv, attn).float()
-        y = self.ffn(modulate(self.norm2(x), shift2, scale2, F).to(dt))
-        return x + gate(y, gate2, F)
+        h = norm_modulate(x, shift1, scale1, self.norm1.eps).to(dt)  # = modulate(norm1(x), shift1, scale1)
+        tokens_per_frame = x.shape[1] // plan.frames if plan is not None else 0
+        y = self.self_attn(h, rope, attn, mask, layer_cache, plan, tokens_per_frame)
+        x = gated_residual(x, y, gate1, F)  # a new tensor: the caller's x is never written
+        y = self.cross_attn(self.norm3(x).to(dt), ctx_kv, attn)
+        # In place only without autograd (norm3 saved x for its backward).
+        x = x.add_(y) if not torch.is_grad_enabled() and y.dtype == x.dtype else x + y.float()
+        y = self.ffn(norm_modulate(x, shift2, scale2, self.norm2.eps).to(dt))
+        return gated_residual(x, y, gate2, F)
 
 
 class WanHead(nn.Module):
@@ -98,6 +101,5 @@ class WanHead(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """x: [B, L, dim]; e: [B, F, dim] (un-projected time embedding) -> [B, L, out*prod(patch)]"""
-        F = e.shape[1]
         shift, scale = (self.modulation.float().unsqueeze(0) + e.float().unsqueeze(2)).unbind(2)
-        return self.head(modulate(self.norm(x), shift, scale, F).to(self.head.weight.dtype))
+        return self.head(norm_modulate(x, shift, scale, self.norm.eps).to(self.head.weight.dtype))

@@ -15,7 +15,7 @@ from ..config import DiTConfig
 from ..kv_cache import CachePolicy, KVCache
 from .attention import Attention
 from .blocks import WanBlock, WanHead
-from .layers import init_like_wan, timestep_sinusoid
+from .layers import TanhGELU, init_like_wan, timestep_sinusoid
 from ..rope import RopeTable
 
 
@@ -25,7 +25,7 @@ class WanDiT(nn.Module):
         c = config
         self.config = c
         self.patch_embedding = nn.Conv3d(c.in_dim, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(c.text_dim, c.dim), nn.GELU(approximate="tanh"), nn.Linear(c.dim, c.dim))
+        self.text_embedding = nn.Sequential(nn.Linear(c.text_dim, c.dim), TanhGELU(), nn.Linear(c.dim, c.dim))
         self.time_embedding = nn.Sequential(nn.Linear(c.freq_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))
         self.blocks = nn.ModuleList(
@@ -67,13 +67,14 @@ class WanDiT(nn.Module):
         return self.text_embedding(context.to(self.dtype))
 
     def embed_time(self, t: torch.Tensor, batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """t: [B] or [B, F] -> e: [B, F, dim], e0: [B, F, 6, dim] (float32)."""
+        """t: [B] or [B, F] -> e: [B, F', dim], e0: [B, F', 6, dim] (float32), F' = 1 for a per-sample t
+        (one embedding broadcast over every frame) and F for a per-frame t."""
         t = torch.as_tensor(t, device=self.device)
         if t.ndim == 0:
             t = t.expand(batch)
-        if t.ndim == 1:
-            t = t.unsqueeze(1).expand(batch, frames)
-        if tuple(t.shape) != (batch, frames):
+        if t.ndim == 1 and t.shape[0] == batch:
+            t = t.unsqueeze(1)
+        if tuple(t.shape) not in ((batch, 1), (batch, frames)):
             raise ValueError(f"timestep must be [B]={batch} or [B, F]=[{batch}, {frames}], got {tuple(t.shape)}")
         w = self.time_embedding[0].weight
         e = self.time_embedding(timestep_sinusoid(t, self.config.freq_dim).to(w.dtype)).float()
@@ -131,7 +132,7 @@ class WanDiT(nn.Module):
         positions = list(range(f)) if frame_positions is None else list(frame_positions)
         if len(positions) != f:
             raise ValueError(f"frame_positions has {len(positions)} entries for {f} latent frames")
-        rope = self.rope.cos_sin(positions, gh, gw, x.device, torch.float32)
+        rope = self.rope.rotation(positions, gh, gw, x.device)
         mask = None
         if frame_mask is not None:
             if tuple(frame_mask.shape) != (f, f):

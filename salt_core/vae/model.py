@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from .config import VAEConfig
-from .layers import AttentionBlock, CausalConv3d, FeatureCache, Resample, ResidualBlock, RMSNorm, run_streaming
+from .layers import (AttentionBlock, CausalConv3d, FeatureCache, Resample, ResidualBlock, RMSNorm, fast_layout,
+                     run_streaming)
 from .streaming import StreamingDecoder, iter_decode
 
 RGB = 3
@@ -48,10 +49,10 @@ class Encoder3d(nn.Module):
         self.head = _head(dims[-1], 2 * cfg.z_dim)
 
     def forward(self, x: Tensor, cache: FeatureCache) -> Tensor:
-        x = self.conv1(x, cache)
+        x = self.conv1(fast_layout(x), cache)
         x = run_streaming(self.downsamples, x, cache)
         x = run_streaming(self.middle, x, cache)
-        return run_streaming(self.head, x, cache)
+        return run_streaming(self.head, x, cache).contiguous()
 
 
 class Decoder3d(nn.Module):
@@ -77,10 +78,10 @@ class Decoder3d(nn.Module):
         self.head = _head(dims[-1], RGB)
 
     def forward(self, x: Tensor, cache: FeatureCache) -> Tensor:
-        x = self.conv1(x, cache)
+        x = self.conv1(fast_layout(x), cache)
         x = run_streaming(self.middle, x, cache)
         x = run_streaming(self.upsamples, x, cache)
-        return run_streaming(self.head, x, cache)
+        return run_streaming(self.head, x, cache).contiguous()
 
 
 class WanVAE(nn.Module):
@@ -132,8 +133,9 @@ class WanVAE(nn.Module):
         chunks = iter_decode(self, z, chunk_frames=frames_per_step, frames_per_step=frames_per_step)
         return torch.cat(list(chunks), dim=2)
 
-    def streaming_decoder(self, frames_per_step: int = 1) -> StreamingDecoder:
-        """A decoder that takes latents a chunk at a time and keeps the causal state between calls."""
+    def streaming_decoder(self, frames_per_step: int | None = 1) -> StreamingDecoder:
+        """A decoder that takes latents a chunk at a time and keeps the causal state between calls.
+        frames_per_step=None: whole chunks per decoder pass when they fit a memory budget (faster)."""
         return StreamingDecoder(self, frames_per_step=frames_per_step)
 
     def forward(self, video: Tensor) -> Tensor:

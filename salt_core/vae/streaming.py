@@ -6,7 +6,7 @@ equals `WanVAE.decode` of the whole latent tensor.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -15,6 +15,22 @@ from .layers import FeatureCache
 
 if TYPE_CHECKING:
     from .model import WanVAE
+
+# `frames_per_step=None` (auto): decode a whole chunk per decoder pass while its largest activation stays
+# under this many bytes. Whole chunks are ~30% faster on CPU for small frames (fewer, bigger convs; at
+# 256x256 and up one frame per pass is as fast and smaller); 1 latent frame per pass is
+# the memory floor (a real 832x480 frame at full resolution already needs ~1.2 GB per activation).
+AUTO_STEP_BYTES = 32 * 2**20
+
+
+def auto_frames_per_step(vae: "WanVAE", z_chunk: Tensor) -> int:
+    """Latent frames per decoder pass for `z_chunk` [B, z, t, h, w] under `AUTO_STEP_BYTES`."""
+    cfg = vae.config
+    b, _, t, h, w = z_chunk.shape
+    s = cfg.spatial_factor
+    # Largest decoder activation per latent frame: temporal_factor frames of 2*dim channels at full size.
+    per_frame = b * cfg.temporal_factor * 2 * cfg.dim * (h * s) * (w * s) * z_chunk.element_size()
+    return max(1, min(t, AUTO_STEP_BYTES // max(per_frame, 1)))
 
 
 class StreamingDecoder:
@@ -28,11 +44,13 @@ class StreamingDecoder:
     Run under `torch.inference_mode()` unless gradients are wanted (the cache keeps the graph).
     """
 
-    def __init__(self, vae: "WanVAE", frames_per_step: int = 1) -> None:
-        if int(frames_per_step) < 1:
+    def __init__(self, vae: "WanVAE", frames_per_step: Optional[int] = 1) -> None:
+        """frames_per_step: latent frames per decoder pass (1 = least memory, the official way);
+        None = auto: a whole chunk per pass when it fits `AUTO_STEP_BYTES` (faster), else 1."""
+        if frames_per_step is not None and int(frames_per_step) < 1:
             raise ValueError(f"StreamingDecoder: frames_per_step={frames_per_step} must be >= 1")
         self.vae = vae
-        self.frames_per_step = int(frames_per_step)
+        self.frames_per_step = None if frames_per_step is None else int(frames_per_step)
         self.reset()
 
     def reset(self) -> None:
@@ -54,7 +72,8 @@ class StreamingDecoder:
             )
         self._geometry = (b, h, w)
         x = self.vae.conv2(z)
-        steps = x.split(self.frames_per_step, dim=2)
+        step = self.frames_per_step or auto_frames_per_step(self.vae, z)
+        steps = x.split(step, dim=2)
         frames = torch.cat([self.vae.decoder(step, self.cache) for step in steps], dim=2).clamp_(-1.0, 1.0)
         self.latent_frames_in += t
         self.frames_out += frames.shape[2]
