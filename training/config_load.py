@@ -61,14 +61,6 @@ def type_name(tp) -> str:
     origin = typing.get_origin(tp)
     if origin is typing.Union:
         return " | ".join(type_name(a) for a in typing.get_args(tp))
-    if origin is typing.Union:
-        errors = []
-        for alt in typing.get_args(tp):
-            try:
-                return _coerce(value, alt, key, where)
-            except ConfigError as e:
-                errors.append(str(e).split(": ", 1)[-1])
-        raise ConfigError(f"{where}: {key}: {' or '.join(errors)}")
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin is tuple:
