@@ -11,6 +11,7 @@ if [[ -n "${BASELINE:-}" ]]; then base=(--baseline "$BASELINE"); fi
 export OMP_WAIT_POLICY=PASSIVE
 python benchmarks/perf/dit_vs_diffusers.py --threads 1,2 "${base[@]}"
 python benchmarks/perf/dit_profile.py
+python benchmarks/perf/compile_check.py
 python benchmarks/perf/ar_cache_policies.py --threads 1
 python benchmarks/perf/vae_decode.py --threads 1 --sizes "64:3,6,12,24,48;128:3,12,24" "${base[@]}"
 unset OMP_WAIT_POLICY  # e2e measures the CLI as users run it, and adds PASSIVE rows itself

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -28,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 MODES = ("streaming", "streaming, 1 frame/pass", "full", "full, one pass", "diffusers")
+# Memory cases: glibc returns freed blocks at once (no trim slack, big blocks mmapped), so RSS follows the
+# tensors alive rather than what the allocator chose to keep (which otherwise adds +-50 MiB of noise).
+MEMORY_ENV = dict(os.environ, MALLOC_TRIM_THRESHOLD_="0", MALLOC_MMAP_THRESHOLD_="262144")
 CHUNK = 3
 
 
@@ -172,7 +176,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--case", f"{m}|{t}|{px}", "--threads", str(a.threads)]
                 if a.baseline:
                     cmd += ["--baseline", a.baseline]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=MEMORY_ENV).stdout
                 memory[(px, t, m)] = json.loads(out.strip().splitlines()[-1])
 
     cmd = env_prefix() + f"python benchmarks/perf/vae_decode.py --threads {a.threads} --sizes \"{a.sizes}\" --rounds {a.rounds}"
@@ -207,6 +211,10 @@ def main() -> None:
     lines += [
         "",
         "## Peak memory above the pre-decode RSS, MiB (each case in a fresh process)",
+        "",
+        "Run with `MALLOC_TRIM_THRESHOLD_=0 MALLOC_MMAP_THRESHOLD_=262144` so that freed memory goes back to the "
+        "system at once and the peak reflects the tensors alive, not the allocator's cache. `full` holds the "
+        "whole float video; `full, one pass` and diffusers also hold every frame's activations or outputs.",
         "",
         "| size | latent frames | " + " | ".join(modes) + " |",
         "|---|---|" + "---|" * len(modes),
