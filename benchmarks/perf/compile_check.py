@@ -5,11 +5,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import torch
+# A cold compile, as a user's first run sees it: a fresh inductor cache for this process.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="salt_inductor_"))
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -60,14 +65,17 @@ def main() -> None:
     ]
     for size_name, lat_name, cs, e, c, r, err in rows:
         lines.append(f"| {size_name} | {lat_name} | {cs:.0f} | {e * 1e3:.1f} | {c * 1e3:.1f} | {r:.3f} | {err:.1e} |")
-    best = min(r for *_, r, _ in rows)
-    if best > 0.95:
-        verdict = ("Verdict: compile does not pay on this CPU (best ratio {:.3f}): the eager forward already spends "
-                   "its time in MKL GEMM and flash-attention kernels, which inductor calls as they are, and the first "
-                   "call costs a minute or more per shape; generation stays eager on CPU.").format(best)
-    else:
-        verdict = f"Verdict: compile pays in at least one case (best ratio {best:.3f}); weigh it against the compile time."
-    lines += ["", verdict, ""]
+    lines.append("")
+    for size_name, lat_name, cs, e, c, r, err in rows:
+        saved = e - c
+        if saved > 0:
+            lines.append(f"* {size_name}, {lat_name}: compile saves {saved * 1e3:.2f} ms per forward; it pays back its "
+                         f"{cs:.0f} s after {cs / saved:,.0f} forwards.")
+        else:
+            lines.append(f"* {size_name}, {lat_name}: compiled is not faster.")
+    lines += ["", "The eager forward already spends its time in MKL GEMM and flash-attention kernels, which inductor "
+              "calls as they are; what compile fuses is the small elementwise remainder. The default CLI run makes "
+              "~30 DiT calls on the tiny model, so generation stays eager on CPU (no compile flag by default).", ""]
     Path(a.out).write_text("\n".join(lines))
     print("\n".join(lines))
 
