@@ -243,7 +243,8 @@ class SaltSampler:
                 "schedule": ("SALT_PROMPT_SCHEDULE", {
                     "tooltip": "A prompt timeline from SaltPromptSchedule (instead of conditioning)."}),
                 "cache_policy": ("SALT_CACHE_POLICY", {
-                    "tooltip": "KV-cache memory policy from SaltCachePolicy; default: keep every frame of the video."}),
+                    "tooltip": "KV-cache memory policy from SaltCachePolicy; default: the policy the model was trained "
+                               "under (stored in its file by our trainer), else keep every frame of the video."}),
             },
         }
 

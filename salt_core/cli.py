@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--transition", choices=["renoise", "ode"], default=None)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--chunk-frames", type=int, default=None, help="latent frames per chunk (causal models)")
-    g.add_argument("--policy", choices=POLICIES, default=None, help="KV-cache memory policy (causal models)")
+    g.add_argument("--policy", choices=POLICIES, default=None, help="KV-cache memory policy (causal models); default: the one the model was trained under, else full")
     g.add_argument("--window", type=int, default=6, help="window/sink_window: past latent frames kept")
     g.add_argument("--sink", type=int, default=1, help="sink_window: first latent frames kept")
     g.add_argument("--positions", choices=POSITIONS, default="absolute")

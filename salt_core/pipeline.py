@@ -6,7 +6,9 @@ prompt -> text embedding -> latents, chunk by chunk (causal) or whole clip (bidi
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,7 @@ class SaltModel:
     text_encoder: Optional[object] = None  # tiny encoder of the embedded default
     vae: Optional[WanVAE] = None  # bundled VAE (embedded default)
     notes: tuple[str, ...] = ()
+    trained_policy: Optional[CachePolicy] = None  # the KV-cache policy a causal student was trained under
 
     def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.vae is not None:
@@ -90,7 +93,34 @@ def load_salt_model(
 
     dit, info = load_dit(path, device=device, dtype=dtype)
     dit.set_attention_backend(attention)
-    return SaltModel(dit.eval(), info.sampling, Path(path).name, str(path), notes=tuple(getattr(info, "notes", ()) or ()))
+    return SaltModel(dit.eval(), info.sampling, Path(path).name, str(path),
+                     notes=tuple(getattr(info, "notes", ()) or ()), trained_policy=trained_cache_policy(info.metadata))
+
+
+def trained_cache_policy(metadata: dict, source: str = "checkpoint") -> Optional[CachePolicy]:
+    """The cache policy our trainer stored in a causal student's header (`salt_trainer_cache_policy`), or None.
+    A malformed entry is logged and ignored (generation then uses the caller's or the default policy)."""
+    raw = (metadata or {}).get("salt_trainer_cache_policy")
+    if not raw:
+        return None
+    try:
+        fields = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        known = {f.name for f in dataclasses.fields(CachePolicy)}
+        return CachePolicy(**{k: v for k, v in fields.items() if k in known})
+    except (TypeError, ValueError) as e:
+        log.warning("salt: %s: ignoring its stored cache policy %r (%s)", source, raw, e)
+        return None
+
+
+def default_policy(model: SaltModel, latent_frames: int) -> CachePolicy:
+    """The policy used when the caller gives none: the one the model was trained under (a `full` one widened to
+    the requested length), else `full` over the whole video."""
+    trained = model.trained_policy
+    if trained is None:
+        return CachePolicy("full", max_frames=max(latent_frames, 1))
+    if trained.kind == "full" and trained.max_frames < latent_frames:
+        return dataclasses.replace(trained, max_frames=latent_frames)
+    return trained
 
 
 def _load_embedded_default(device, dtype, attention) -> SaltModel:
@@ -101,7 +131,8 @@ def _load_embedded_default(device, dtype, attention) -> SaltModel:
     dit.set_attention_backend(attention)
     vae = load_vae(str(DEFAULT_ASSETS / "vae.safetensors"), device=device)[0]
     text = load_text_encoder(str(DEFAULT_ASSETS / "text_encoder.safetensors"))
-    return SaltModel(dit.eval(), info.sampling, "embedded-default", str(DEFAULT_ASSETS), text, vae.eval())
+    return SaltModel(dit.eval(), info.sampling, "embedded-default", str(DEFAULT_ASSETS), text, vae.eval(),
+                     trained_policy=trained_cache_policy(info.metadata, "embedded default"))
 
 
 def encode_prompt(model: SaltModel, text: str) -> tuple[torch.Tensor, list[str]]:
@@ -163,7 +194,7 @@ def stream_latents(
     if s.causal:
         chunk = chunk_frames or s.chunk_frames
         check_chunking(T, chunk)
-        policy = policy or CachePolicy("full", max_frames=max(T, 1))
+        policy = policy or default_policy(model, T)
         yield from stream_ar(
             model.dit, prompts, latent_frames=T, latent_hw=hw, chunk_frames=chunk, grid=grid, policy=policy,
             transition=transition, seed=seed, batch=batch, integer_timesteps=s.integer_timesteps,

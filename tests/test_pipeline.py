@@ -73,3 +73,36 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     rc = main(["generate", "--prompt", "x", "--out", str(tmp_path / "a.mp4"), "--frames", "10"])
     assert rc == 2 and "frames must be of the form 4k+1" in capsys.readouterr().err
     assert not (tmp_path / "a.mp4").exists()
+
+
+def test_causal_model_defaults_to_the_cache_policy_stored_by_the_trainer(tmp_path):
+    import dataclasses
+    import json
+
+    from salt_core.checkpoints import save_dit
+    from salt_core.kv_cache import CachePolicy
+    from salt_core.pipeline import load_salt_model
+
+    base = random_default()
+    stored = {"kind": "window", "window_frames": 3, "positions": "cache_relative"}
+    path = save_dit(str(tmp_path / "student.safetensors"), base.dit, base.sampling,
+                    extra_metadata={"salt_trainer_cache_policy": json.dumps(stored)})
+    model = load_salt_model(path)
+    assert model.trained_policy == CachePolicy(**stored)
+    ctx = torch.randn(1, 5, 32)
+    args = dict(width=32, height=32, frames=33, steps=2, seed=3)  # 9 latent frames = 3 chunks: the window evicts
+    default = generate_latents(model, ctx, **args)
+    explicit = generate_latents(model, ctx, policy=CachePolicy(**stored), **args)
+    full = generate_latents(model, ctx, policy=CachePolicy("full", max_frames=9), **args)
+    assert torch.equal(default, explicit)
+    assert not torch.allclose(default, full, atol=1e-4)
+
+    # a malformed entry is ignored (generation falls back to `full`), not fatal
+    path = save_dit(str(tmp_path / "odd.safetensors"), base.dit, base.sampling,
+                    extra_metadata={"salt_trainer_cache_policy": json.dumps({"kind": "ring"})})
+    odd = load_salt_model(path)
+    assert odd.trained_policy is None
+    assert torch.equal(generate_latents(odd, ctx, **args), full)
+    # a stored `full` policy is widened to the requested length
+    short_full = dataclasses.replace(model, trained_policy=CachePolicy("full", max_frames=3))
+    assert torch.equal(generate_latents(short_full, ctx, **args), full)

@@ -24,7 +24,7 @@ def test_vae_command_stores_latent_statistics_and_heldout_psnr(tmp_path):
     args = quiet(out, 2) + sets(vae__preset="micro", vae__clips__frames=5, vae__clips__height=32,
                                 vae__clips__width=32, vae__stats_clips=3, vae__eval_clips=2, vae__output="",
                                 data__batch_size=1, run__save_every=1)
-    assert run("vae", world_cfg("vae"), *args) == 0
+    assert run("vae", world_cfg("vae-images"), *args) == 0
     model, _ = load_vae(os.path.join(out, "vae.safetensors"))
     report = json.load(open(os.path.join(out, "vae_eval.json")))
     assert model.config.z_dim == 4 and model.config.spatial_factor == 8 and model.config.temporal_factor == 4
@@ -32,13 +32,49 @@ def test_vae_command_stores_latent_statistics_and_heldout_psnr(tmp_path):
     assert torch.allclose(torch.tensor(model.config.latent_std), torch.tensor(report["latent_std"]))
     assert model.config.latent_std != (1.0,) * 4  # measured, not the identity of the preset
     assert 0.0 < report["heldout_psnr_db"] < 100.0 and report["eval_clips"] == 2
+    assert 0.0 < report["heldout_object_psnr_db"] < 100.0
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     assert {"vae/l1", "vae/one_minus_ssim", "vae/kl"} <= set(rows[-1])
 
 
+def test_vae_stage_two_continues_from_stage_one(tmp_path):
+    first, second = str(tmp_path / "images"), str(tmp_path / "clips")
+    small = dict(vae__preset="micro", vae__clips__height=32, vae__clips__width=32, vae__stats_clips=2,
+                 vae__eval_clips=1, data__batch_size=1, run__save_every=1)
+    assert run("vae", world_cfg("vae-images"), *quiet(first, 1), *sets(vae__output="", **small)) == 0
+    init = os.path.join(first, "vae.safetensors")
+    assert run("vae", world_cfg("vae"), *quiet(second, 1), *sets(vae__output="", vae__init=init, **small)) == 0
+    assert load_vae(os.path.join(second, "vae.safetensors"))[0].config.z_dim == 4  # the micro model went on
+
+
+def test_object_mask_and_object_weighted_l1():
+    from training.commands.vae import WorldVideos, reconstruction_losses
+    from training.config import WorldClipsConfig
+    from training.world.render import object_alpha
+
+    data = WorldVideos(WorldClipsConfig(frames=5, height=32, width=32))
+    item, scene = data[0], data.world.scene(0)
+    t = torch.arange(5, dtype=torch.float32) / data.world.fps
+    covered = sum(object_alpha(o, t, 32, 32) for o in scene.objects) > 0.5       # [T, H, W]
+    mask = item["objects"][0].bool()
+    assert mask.shape == covered.shape and (mask & covered).sum() >= 0.9 * covered.sum()
+    assert mask.float().mean() < 0.5                                              # objects, not the background
+    video = item["video"][None]
+    objects = item["objects"][None]
+    off_objects = video + 0.2 * objects                                            # an error only on objects
+    off_background = video + 0.2 * (1 - objects)                                   # an error only elsewhere
+    for error in (off_objects, off_background):
+        plain, _ = reconstruction_losses(error, video)
+        weighted, _ = reconstruction_losses(error, video, objects, 10.0)
+        if error is off_objects:
+            assert weighted > 3 * plain
+        else:
+            assert weighted < plain
+
+
 def test_vae_command_rejects_clips_that_do_not_fit_the_vae(tmp_path, capsys):
     args = quiet(str(tmp_path / "v"), 1) + sets(vae__preset="micro", vae__clips__frames=6)
-    assert run("vae", world_cfg("vae"), *args) == 2
+    assert run("vae", world_cfg("vae-images"), *args) == 2
     assert "vae.clips" in capsys.readouterr().err
 
 
@@ -65,3 +101,9 @@ def test_text_encoder_command_saves_a_loadable_encoder_with_the_world_vocabulary
     assert emb.shape[-1] == 32 and unknown == [[]]
     report = json.load(open(os.path.join(out, "text_eval.json")))
     assert 0.0 <= report["accuracy"]["all"] <= 1.0 and "object0.colour" in report["accuracy"]
+
+
+def test_vae_command_names_a_missing_init_checkpoint(tmp_path, capsys):
+    args = quiet(str(tmp_path / "v"), 1) + sets(vae__init=str(tmp_path / "absent.safetensors"))
+    assert run("vae", world_cfg("vae"), *args) == 2
+    assert "vae.init" in capsys.readouterr().err

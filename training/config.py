@@ -226,9 +226,17 @@ class WorldClipsConfig:
 class VAETrainConfig:
     preset: str = opt("tiny", "VAE preset of a fresh model (salt_core VAE_PRESETS); ignored when init is set.")
     init: str = opt("", "A VAE checkpoint to start from ('' = fresh preset).")
+    init_scheme: str = opt(
+        "lsuv", "Initialisation of a fresh preset: 'lsuv' rescales each conv to unit output std on a batch of "
+                "training clips (training/vae_init.py; the default init starts with a latent that ignores the "
+                "image), 'default' keeps PyTorch's. Ignored when init is set.")
     clips: WorldClipsConfig = opt(WorldClipsConfig(), "Training clips from the synthetic world.")
     l1_weight: float = opt(1.0, "Weight of the L1 reconstruction loss (pixels in -1..1).")
     ssim_weight: float = opt(0.2, "Weight of 1 - SSIM (kornia, 7x7 window, per frame).")
+    object_weight: float = opt(
+        0.0, "Extra L1 weight on object pixels (those differing from the clip's background): each pixel weighs "
+             "1 + object_weight·mask, normalised by the mean weight. Objects cover ~1-5% of a frame; without it the "
+             "tiny VAE learns the background first and loses the objects in short runs.")
     kl_weight: float = opt(1e-6, "Weight of the KL divergence of the posterior to N(0, I).")
     sample_posterior: bool = opt(False, "Decode a posterior sample mu + sigma·eps (true) or the mean mu (false: "
                                  "converges much faster in short runs; the KL term still bounds mu).")

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/../.."
 W=training/configs/world
 T="--set run.threads=1"
 
-python -m training vae          --config $W/vae.yaml $T            # tiny Wan VAE + latent statistics
+python -m training vae          --config $W/vae-images.yaml $T     # tiny Wan VAE, stage 1: single frames
+python -m training vae          --config $W/vae.yaml $T            # stage 2: 9-frame clips + latent statistics
 python -m training text-encoder --config $W/text-encoder.yaml $T   # tiny text encoder
 python -m training build-latents --config $W/build-latents.yaml $T # world clips -> latents [16, 9, 8, 8]
 
@@ -25,4 +26,10 @@ cp runs/world/salt_ar/model.safetensors salt_core/assets/default/dit.safetensors
 cp runs/world/vae/vae.safetensors salt_core/assets/default/vae.safetensors
 cp runs/world/text_encoder/text_encoder.safetensors salt_core/assets/default/text_encoder.safetensors
 
-python benchmarks/quality/evaluate.py --runs runs/world --prompts 16 --threads 1
+# every model the quality benchmark judges (0.65 MB each), committed next to it
+mkdir -p benchmarks/quality/checkpoints
+for m in teacher:teacher teacher_ar:teacher-ar dmd_4:dmd-4 dmd_8:dmd-8 sc_dmd_8:sc-dmd-8 ar_dmd:ar-dmd salt_ar:salt-ar; do
+  cp "runs/world/${m%%:*}/model.safetensors" "benchmarks/quality/checkpoints/${m##*:}.safetensors"
+done
+
+python benchmarks/quality/evaluate.py --checkpoints benchmarks/quality/checkpoints --prompts 16 --threads 1

@@ -1,6 +1,6 @@
 """`vae`: train the tiny Wan-architecture video VAE (8x space, 4x time) on synthetic-world clips.
 
-Loss per clip: l1_weight·|x̂ − x| + ssim_weight·(1 − SSIM(x̂, x)) (kornia, per frame) + kl_weight·KL(q(z|x) ‖ N(0, I)),
+Loss per clip: l1_weight·(object-weighted |x̂ − x|) + ssim_weight·(1 − SSIM(x̂, x)) (kornia, per frame) + kl_weight·KL(q(z|x) ‖ N(0, I)),
 with x̂ decoded from the posterior mean, or a posterior sample with `vae.sample_posterior` (noise keyed per
 sample, so resume is exact). After the last step the
 EMA (or trained) weights get per-channel latent statistics (mean/std of the posterior means over
@@ -24,14 +24,20 @@ from ..checkpoint import latest_checkpoint, load_checkpoint
 from ..config import TrainConfig, WorldClipsConfig
 from ..config_load import ConfigError
 from ..seeding import per_sample_randn
+from ..vae_init import lsuv_init
 from ..task import NetSpec, Task
 from .common import Data, run_training
 
 SSIM_WINDOW = 7
 
 
+INIT_SCHEMES = ("lsuv", "default")
+LSUV_CLIPS = 8
+OBJECT_THRESHOLD = 0.02  # a pixel belongs to an object when any channel differs from the background by more (0..1)
+
+
 class WorldVideos(torch.utils.data.Dataset):
-    """World clips as trainer samples: {"video": [3, T, H, W] in -1..1}."""
+    """World clips as trainer samples: {"video": [3, T, H, W] in -1..1, "objects": [1, T, H, W] 0/1 mask}."""
 
     def __init__(self, clips: WorldClipsConfig, split: str = "train", length: int = 1_000_000):
         from training.world import WorldDataset
@@ -46,13 +52,25 @@ class WorldVideos(torch.utils.data.Dataset):
         return len(self.world)
 
     def __getitem__(self, index: int) -> dict:
-        video, _ = self.world[index]
-        return {"video": video.permute(3, 0, 1, 2) * 2 - 1}
+        from training.world.render import background_image
+
+        video, _ = self.world[index]                                   # [T, H, W, 3] in 0..1
+        w = self.world
+        background = background_image(w.scene(index).background, w.height, w.width)          # [H, W, 3]
+        objects = ((video - background).abs().amax(-1) > OBJECT_THRESHOLD).float()          # [T, H, W]
+        return {"video": video.permute(3, 0, 1, 2) * 2 - 1, "objects": objects.unsqueeze(0)}
 
 
-def reconstruction_losses(recon: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """recon, video: [B, 3, T, H, W] in -1..1 -> (L1, 1 − SSIM), each a scalar."""
-    l1 = (recon - video).abs().mean()
+def reconstruction_losses(recon: torch.Tensor, video: torch.Tensor, objects: torch.Tensor | None = None,
+                          object_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """recon, video: [B, 3, T, H, W] in -1..1; objects: [B, 1, T, H, W] 0/1 -> (weighted L1, 1 − SSIM), scalars.
+    Each pixel's L1 weighs 1 + object_weight·objects, divided by the mean weight (so the scale stays that of L1)."""
+    error = (recon - video).abs()
+    if objects is not None and object_weight > 0:
+        weight = 1 + object_weight * objects
+        l1 = (error * weight).mean() / weight.mean()
+    else:
+        l1 = error.mean()
     frames = lambda v: ((v + 1) / 2).transpose(1, 2).flatten(0, 1)  # noqa: E731  [B*T, 3, H, W] in 0..1
     ssim = kornia.metrics.ssim(frames(recon), frames(video), SSIM_WINDOW).mean()
     return l1, 1 - ssim
@@ -63,10 +81,19 @@ def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var).mean()
 
 
-def psnr(recon: torch.Tensor, video: torch.Tensor) -> float:
-    """Mean over clips of the PSNR (dB) of [B, 3, T, H, W] videos in -1..1, measured in 0..1."""
-    mse = (((recon - video) / 2) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10 * torch.log10(1 / mse.detach())).mean())
+def psnr(recon: torch.Tensor, video: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Mean over clips of the PSNR (dB) of [B, 3, T, H, W] videos in -1..1, measured in 0..1; with a
+    [B, 1, T, H, W] 0/1 mask, only over the masked pixels (clips without any are left out)."""
+    sq = ((recon - video) / 2) ** 2
+    if mask is None:
+        mse = sq.flatten(1).mean(1)
+    else:
+        count = mask.flatten(1).sum(1) * sq.shape[1]
+        keep = count > 0
+        if not keep.any():
+            return float("nan")
+        mse = ((sq * mask).flatten(1).sum(1)[keep] / count[keep])
+    return float((10 * torch.log10(1 / mse.detach().clamp_min(1e-10))).mean())
 
 
 class VAETask(Task):
@@ -74,7 +101,7 @@ class VAETask(Task):
 
     def __init__(self, cfg: TrainConfig, device):
         self.cfg, v = cfg, cfg.vae
-        for key in ("l1_weight", "ssim_weight", "kl_weight"):
+        for key in ("l1_weight", "ssim_weight", "kl_weight", "object_weight"):
             if getattr(v, key) < 0:
                 raise ConfigError(f"vae.{key} must be >= 0, got {getattr(v, key)}")
         if v.init:
@@ -86,12 +113,23 @@ class VAETask(Task):
                 self.model = WanVAE(vae_preset(v.preset)).to(device)
             except ValueError as e:
                 raise ConfigError(f"vae.preset: {e}") from None
+        if v.init_scheme not in INIT_SCHEMES:
+            raise ConfigError(f"vae.init_scheme {v.init_scheme!r} is unknown; allowed: {list(INIT_SCHEMES)}")
         self.model.train()
         c, f = v.clips, self.model.config
         if (c.frames - 1) % f.temporal_factor or c.height % f.spatial_factor or c.width % f.spatial_factor:
             raise ConfigError(f"vae.clips: {c.frames} frames of {c.height}x{c.width} do not fit the VAE "
                               f"({f.temporal_factor}k+1 frames, sizes divisible by {f.spatial_factor})")
         self.data = WorldVideos(c)
+        if not v.init and v.init_scheme == "lsuv":
+            self._lsuv(device)
+
+    def _lsuv(self, device) -> None:
+        """Data-dependent init on clips past the end of the training stream (fixed by the seed, so a resumed
+        run rebuilds the same starting point before its checkpoint overwrites it)."""
+        batch = torch.stack([self.data[len(self.data) - 1 - i]["video"] for i in range(LSUV_CLIPS)]).to(device)
+        model = self.model
+        lsuv_init(model, lambda: decode_unclamped(model, model.encode_moments(batch)[0]))
 
     def networks(self) -> dict[str, NetSpec]:
         return {"vae": NetSpec(self.model, self.cfg.optim.vae, ema=True)}
@@ -108,7 +146,7 @@ class VAETask(Task):
             noise = per_sample_randn(self.cfg.run.seed, step, batch["sample_id"].tolist(), "vae", mu.shape[1:])
             z = mu + noise.to(mu) * (0.5 * log_var).exp()
         recon = decode_unclamped(self.model, z)
-        l1, dssim = reconstruction_losses(recon, video)
+        l1, dssim = reconstruction_losses(recon, video, batch["objects"].float(), v.object_weight)
         kl = kl_divergence(mu, log_var)
         loss = v.l1_weight * l1 + v.ssim_weight * dssim + v.kl_weight * kl
         return loss, {"l1": l1.detach().item(), "one_minus_ssim": dssim.detach().item(), "kl": kl.detach().item()}
@@ -136,9 +174,9 @@ def trained_vae(output_dir: str, device) -> tuple[WanVAE, str]:
     return model.to(device).eval(), used
 
 
-def clip_batches(data: WorldVideos, count: int, batch: int = 4):
+def clip_batches(data: WorldVideos, count: int, batch: int = 4, key: str = "video"):
     for start in range(0, count, batch):
-        yield torch.stack([data[i]["video"] for i in range(start, min(count, start + batch))])
+        yield torch.stack([data[i][key] for i in range(start, min(count, start + batch))])
 
 
 @torch.no_grad()
@@ -150,15 +188,17 @@ def latent_statistics(model: WanVAE, data: WorldVideos, count: int, device) -> t
 
 
 @torch.no_grad()
-def heldout_psnr(model: WanVAE, clips: WorldClipsConfig, count: int, device) -> float:
+def heldout_psnr(model: WanVAE, clips: WorldClipsConfig, count: int, device) -> tuple[float, float]:
+    """-> (PSNR over whole frames, PSNR over object pixels only), dB, on `count` held-out clips."""
     data = WorldVideos(clips, split="heldout", length=max(1, count))
-    values, n = 0.0, 0
-    for x in clip_batches(data, count):
+    whole, objects, n = 0.0, 0.0, 0
+    for x, mask in zip(clip_batches(data, count), clip_batches(data, count, key="objects")):
         x = x.to(device)
         recon = model.decode(model.encode(x), frames_per_step=x.shape[2])
-        values += psnr(recon, x) * len(x)
+        whole += psnr(recon, x) * len(x)
+        objects += psnr(recon, x, mask.to(device)) * len(x)
         n += len(x)
-    return values / max(1, n)
+    return whole / max(1, n), objects / max(1, n)
 
 
 def finish(cfg: TrainConfig, device) -> dict:
@@ -170,18 +210,20 @@ def finish(cfg: TrainConfig, device) -> dict:
     final = WanVAE(config)
     final.load_state_dict(model.state_dict())  # the statistics are buffers of the config, not weights
     final = final.to(device).eval()
-    value = heldout_psnr(final, v.clips, v.eval_clips, device) if v.eval_clips > 0 else float("nan")
+    value, object_value = (heldout_psnr(final, v.clips, v.eval_clips, device) if v.eval_clips > 0
+                           else (float("nan"), float("nan")))
     output = v.output or os.path.join(cfg.run.output_dir, "vae.safetensors")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     extra = {"salt_trainer_command": "vae", "salt_trainer_step": str(cfg.run.steps), "salt_trainer_weights": used,
-             "salt_vae_heldout_psnr": f"{value:.3f}"}
+             "salt_vae_heldout_psnr": f"{value:.3f}", "salt_vae_heldout_object_psnr": f"{object_value:.3f}"}
     out = save_vae(output, final, extra_metadata=extra)
-    report = {"output": out, "weights": used, "heldout_psnr_db": value, "eval_clips": v.eval_clips,
+    report = {"output": out, "weights": used, "heldout_psnr_db": value, "heldout_object_psnr_db": object_value,
+              "eval_clips": v.eval_clips,
               "stats_clips": v.stats_clips, "latent_mean": mean, "latent_std": std}
     with open(os.path.join(cfg.run.output_dir, "vae_eval.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
     print(f"saved VAE ({used} weights) to {out}; held-out reconstruction PSNR {value:.2f} dB "
-          f"over {v.eval_clips} clips")
+          f"(object pixels {object_value:.2f} dB) over {v.eval_clips} clips")
     return report
 
 

@@ -9,6 +9,12 @@
 
 "Reached" = observed / (motion_fraction * the world's own value), clipped to 1, so a model that
 moves the right way but slower still earns partial credit.
+
+Time offset: `start_frame` says the clip starts at frame s of the motion (time s / fps), e.g. a
+segment cut from a longer video. Straight and orbit motions look the same at any time; bounce
+(which reversals fall inside the clip) and grow / shrink (they stop after GROW_SECONDS, after which
+the object should hold its size, judged like a still object's size) are judged against the motion's
+state from s / fps on. start_frame = 0 is the clip-starts-at-t=0 judgement.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import torch
 
 from training.world.attributes import (BOUNCE_HEIGHT, BOUNCE_PERIOD, DIRECTIONS, ORBIT_PERIOD, ORBIT_RADIUS,
                                        SPEED)
-from training.world.motion import expected_area_ratio
+from training.world.motion import offset_and_scale
 
 from .config import JudgeConfig
 from .measure import Track
@@ -52,26 +58,40 @@ def _reversals(v: torch.Tensor, deadband: float) -> int:
     return int((signs[1:] != signs[:-1]).sum()) if len(signs) > 1 else 0
 
 
-def _bounce(t, x, y, fps, config) -> float:
+def _expected_reversals(t0: float, duration: float) -> int:
+    """Hop reversals (at multiples of half a period) strictly inside the clip's time (t0, t0 + duration)."""
+    half = BOUNCE_PERIOD / 2
+    return max(0, math.ceil((t0 + duration) / half - 1e-6) - 1 - math.floor(t0 / half + 1e-6))
+
+
+def _bounce(t, x, y, fps, config, t0: float = 0.0) -> float:
     duration = float(t[-1] - t[0])
     yr = float(y.quantile(0.95) - y.quantile(0.05))
     xr = float(x.quantile(0.95) - x.quantile(0.05))
     vertical_share = max(0.0, 1.0 - xr / max(yr, 1e-9))                       # 1 when it does not drift sideways
     peak_speed = math.pi * BOUNCE_HEIGHT / BOUNCE_PERIOD / fps                 # S per frame at mid-hop
     vy = torch.diff(y)
-    expected = max(0, math.ceil(duration / (BOUNCE_PERIOD / 2) - 1e-6) - 1)
+    expected = _expected_reversals(t0, duration)
     observed = _reversals(vy, 0.15 * peak_speed)
     counted = 1.0 if expected == 0 else (min(observed, expected) / expected
                                          * math.exp(-max(0, observed - expected) / expected))
     return _reached(yr, BOUNCE_HEIGHT, config) * vertical_share * counted
 
 
-def _size_change(motion: str, t, mass, config) -> float:
+def _expected_log_area_change(motion: str, t0: float, duration: float) -> float:
+    """log(area at t0 + duration / area at t0) of the world's grow / shrink law."""
+    _, _, s = offset_and_scale(motion, torch.tensor([float(t0), float(t0) + float(duration)], dtype=torch.float64))
+    return math.log(float((s[1] / s[0]) ** 2))
+
+
+def _size_change(motion: str, t, mass, radius, config, t0: float = 0.0) -> float:
     duration = float(t[-1] - t[0])
     k = max(1, min(3, len(mass) // 4))
     log_area = torch.log(mass.clamp_min(1e-6))
     change = float(log_area[-k:].mean() - log_area[:k].mean())
-    expected = math.log(expected_area_ratio(motion, duration))                # > 0 grow, < 0 shrink
+    expected = _expected_log_area_change(motion, t0, duration)                # > 0 grow, < 0 shrink
+    if abs(expected) < 1e-9:       # the clip starts after the law stopped: the size must hold
+        return _still(t, x=None, y=None, radius=radius, config=config, moves=False)
     steps = torch.diff(log_area) * (1.0 if expected > 0 else -1.0)
     total = float(steps.abs().sum())
     monotonic = float(steps.clamp_min(0).sum()) / total if total > 1e-9 else 0.0
@@ -95,26 +115,29 @@ def _orbit(t, x, y, fps, config) -> float:
             * _reached(speed, expected_speed, config))
 
 
-def _still(t, x, y, radius, config) -> float:
+def _still(t, x, y, radius, config, moves: bool = True) -> float:
+    """moves=False: judge the size only (x, y unused)."""
     duration = max(float(t[-1] - t[0]), 1e-9)
-    drift = float(torch.hypot(torch.diff(x), torch.diff(y)).sum()) / duration          # S per second
+    drift = float(torch.hypot(torch.diff(x), torch.diff(y)).sum()) / duration if moves else 0.0  # S per second
     resize = float(torch.diff(torch.log(radius.clamp_min(1e-6))).abs().sum()) / duration  # log-size per second
     return math.exp(-(drift / config.still_speed) ** 2 - (resize / config.still_resize) ** 2)
 
 
-def motion_score(track: Track, motion: str, fps: float, config: JudgeConfig) -> float:
-    """NaN when the motion cannot be judged (unsaid, or fewer than 3 frames with the object)."""
+def motion_score(track: Track, motion: str, fps: float, config: JudgeConfig, start_frame: int = 0) -> float:
+    """NaN when the motion cannot be judged (unsaid, or fewer than 3 frames with the object).
+    start_frame: the clip's first frame is frame `start_frame` of the motion (time start_frame / fps)."""
     if motion is None or int(track.present.sum()) < 3:
         return float("nan") if motion is None else 0.0
     keep = track.present
     t = torch.arange(len(keep), dtype=track.x.dtype)[keep] / fps
     x, y, mass = track.x[keep], track.y[keep], track.mass[keep]
+    t0 = start_frame / fps
     if motion in DIRECTIONS:
         return _straight(motion, t, x, y, config)
     if motion == "bounce":
-        return _bounce(t, x, y, fps, config)
+        return _bounce(t, x, y, fps, config, t0)
     if motion in ("grow", "shrink"):
-        return _size_change(motion, t, mass, config)
+        return _size_change(motion, t, mass, track.radius[keep], config, t0)
     if motion == "orbit":
         return _orbit(t, x, y, fps, config)
     if motion == "still":

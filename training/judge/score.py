@@ -5,6 +5,9 @@
     # {'colour': .., 'shape': .., 'motion': .., 'identity': .., 'smoothness': .., 'flicker': ..,
     #  'sharpness': .., 'total': ..}   each in [0, 1]; NaN where the prompt says nothing to judge
 
+A segment cut from frame s of a longer video: `score_clip(segment, prompt, start_frame=s)` judges the
+motion against its state from time s / fps on (see motion.py); start_frame = 0 is the default.
+
 Per-object dimensions (colour, shape, motion, identity, smoothness) are averaged over the described
 objects; the total is the weighted mean of the dimensions that are not NaN.
 """
@@ -78,9 +81,17 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def check_start_frame(start_frame) -> int:
+    if not isinstance(start_frame, int) or isinstance(start_frame, bool) or start_frame < 0:
+        raise ValueError(f"start_frame must be a non-negative int (a frame index), got {start_frame!r}")
+    return start_frame
+
+
 def score_clip(clip: torch.Tensor, description: Description, fps: float = DEFAULT_FPS,
-               config: Optional[JudgeConfig] = None) -> dict[str, float]:
+               config: Optional[JudgeConfig] = None, start_frame: int = 0) -> dict[str, float]:
+    """start_frame: the clip is frames start_frame.. of the described motion (0: it starts at t = 0)."""
     config = config or JudgeConfig()
+    start_frame = check_start_frame(start_frame)
     clip = check_clip(clip)
     scene = as_scene(description)
     seg = segment(clip, [o.colour for o in scene.objects], config)
@@ -90,7 +101,7 @@ def score_clip(clip: torch.Tensor, description: Description, fps: float = DEFAUL
     for obj, track in zip(scene.objects, tracks):
         per_object["colour"].append(colour_score(track, obj.colour, config))
         per_object["shape"].append(shape_score(track, obj.shape, config))
-        per_object["motion"].append(motion_score(track, obj.motion, fps, config))
+        per_object["motion"].append(motion_score(track, obj.motion, fps, config, start_frame))
         per_object["identity"].append(identity_score(track, config))
         per_object["smoothness"].append(smoothness_score(track, obj.motion, fps, config))
     scores = {k: _mean(v) for k, v in per_object.items()}
@@ -101,11 +112,16 @@ def score_clip(clip: torch.Tensor, description: Description, fps: float = DEFAUL
 
 
 def score_batch(clips: Union[torch.Tensor, Sequence[torch.Tensor]], descriptions: Sequence[Description],
-                fps: float = DEFAULT_FPS, config: Optional[JudgeConfig] = None) -> list[dict[str, float]]:
-    """clips: [B, T, H, W, 3] or a list of [T, H, W, 3]; one description per clip."""
+                fps: float = DEFAULT_FPS, config: Optional[JudgeConfig] = None,
+                start_frame: Union[int, Sequence[int]] = 0) -> list[dict[str, float]]:
+    """clips: [B, T, H, W, 3] or a list of [T, H, W, 3]; one description per clip;
+    start_frame: one for all clips or one per clip."""
     if len(clips) != len(descriptions):
         raise ValueError(f"score_batch: {len(clips)} clips but {len(descriptions)} descriptions")
-    return [score_clip(c, d, fps, config) for c, d in zip(clips, descriptions)]
+    starts = [start_frame] * len(clips) if isinstance(start_frame, int) else list(start_frame)
+    if len(starts) != len(clips):
+        raise ValueError(f"score_batch: {len(clips)} clips but {len(starts)} start frames")
+    return [score_clip(c, d, fps, config, s) for c, d, s in zip(clips, descriptions, starts)]
 
 
 def mean_scores(results: Sequence[dict[str, float]]) -> dict[str, float]:

@@ -1,0 +1,84 @@
+"""benchmarks/quality/results.json is reproducible: re-generate a few clips from the committed checkpoints with the
+suite's own code (same grid, seed, CFG and decode), re-score them with the judge, and compare every dimension
+and the total with the stored per-clip scores.
+
+Skips (with the reason) while results.json or the checkpoints it names are not committed. To check another run:
+SALT_QUALITY_RESULTS=/path/to/results.json (its config names the checkpoints, VAE and text encoder used;
+relative paths are taken from the repository root).
+"""
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUALITY = os.path.join(ROOT, "benchmarks", "quality")
+RESULTS = os.environ.get("SALT_QUALITY_RESULTS", os.path.join(QUALITY, "results.json"))
+# CPU fp32 with one thread is deterministic: re-runs reproduce the stored scores exactly (measured: 0 difference).
+TOLERANCE = 1e-3
+CASES = [("sc-dmd-8", 4, 0), ("dmd-4", 1, 1), ("salt-ar", 2, 0), ("salt-ar", 2, 1)]
+
+
+def _path(p: str) -> str:
+    return p if os.path.isabs(p) else os.path.join(ROOT, p)
+
+
+@pytest.fixture(scope="module")
+def stored():
+    import json
+
+    if not os.path.isfile(RESULTS):
+        pytest.skip(f"{RESULTS} is not there yet (committed with the final models; run benchmarks/quality/evaluate.py)")
+    with open(RESULTS, encoding="utf-8") as fh:
+        results = json.load(fh)
+    if "nfe" not in results:
+        pytest.skip(f"{RESULTS} has no NFE section (run evaluate.py with --sections including nfe)")
+    cfg = results["config"]
+    for key in ("vae", "text_encoder"):
+        if not os.path.isfile(_path(cfg[key])):
+            pytest.skip(f"{key} {cfg[key]} named by {RESULTS} is missing")
+    return results
+
+
+@pytest.fixture(scope="module")
+def bench(stored):
+    sys.path.insert(0, QUALITY)
+    from generation import Bench, read_prompts
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = stored["config"]
+    prompts = cfg.get("prompt_list") or read_prompts(_path(cfg["prompt_file"]), cfg["prompts"])
+    yield Bench(_path(cfg["checkpoints"]), _path(cfg["vae"]), _path(cfg["text_encoder"]), prompts)
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("model,nfe,prompt", CASES)
+def test_stored_clip_scores_are_reproduced(stored, bench, model, nfe, prompt):
+    row = [c for c in stored["nfe"]["clips"] if (c["model"], c["nfe"], c["prompt"]) == (model, nfe, prompt)]
+    if not row:
+        pytest.skip(f"{RESULTS} holds no clip for {model} at NFE {nfe}, prompt {prompt}")
+    if not os.path.isfile(os.path.join(_path(stored["config"]["checkpoints"]), f"{model}.safetensors")):
+        pytest.skip(f"checkpoint {model}.safetensors is not in {stored['config']['checkpoints']}")
+    torch.set_num_threads(1)
+    scores = bench.clip(model, nfe, prompt).scores
+    expected = row[0]
+    keys = [k for k in expected if k not in ("model", "nfe", "prompt")]
+    assert "total" in keys and len(keys) >= 2
+    for k in keys:
+        want, got = expected[k], scores[k]
+        if want is None or (isinstance(want, float) and math.isnan(want)):
+            assert math.isnan(got), (k, want, got)
+        else:
+            assert abs(got - want) <= TOLERANCE, f"{model} NFE {nfe} prompt {prompt} {k}: stored {want}, now {got}"
+
+
+def test_nfe_rows_are_the_mean_of_their_clips(stored):
+    """The table in RESULTS.md is computed from the per-clip scores it stores (no number typed in)."""
+    for row in stored["nfe"]["rows"]:
+        totals = [c["total"] for c in stored["nfe"]["clips"] if (c["model"], c["nfe"]) == (row["model"], row["nfe"])]
+        assert len(totals) == row["prompts"]
+        finite = [t for t in totals if t == t]
+        assert row["total"] == pytest.approx(sum(finite) / len(finite), abs=1e-12)
