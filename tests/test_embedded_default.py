@@ -1,9 +1,9 @@
 """The embedded-default bundle (salt_core/assets/default: dit + vae + text encoder) loads without a
 checkpoint argument, generates a clip from a prompt and reports unknown words.
 
-No trained bundle is committed yet (the first CPU chain was too short, see benchmarks/quality/README.md),
-so the test builds a bundle of the same kind and sizes with random weights in a temp folder and points
-the pipeline at it; it checks the loading path, not the quality."""
+The test builds a bundle of the same kind and sizes with random weights in a temp folder and points the
+pipeline at it, so it checks the loading path whatever is committed; tests/test_committed_default.py checks
+the committed (trained) bundle itself."""
 from __future__ import annotations
 
 import warnings

@@ -7,7 +7,8 @@ W=training/configs/world
 T="--set run.threads=1"
 
 python -m training vae          --config $W/vae-images.yaml $T     # tiny Wan VAE, stage 1: single frames
-python -m training vae          --config $W/vae.yaml $T            # stage 2: 9-frame clips + latent statistics
+python -m training vae          --config $W/vae-clips9.yaml $T     # stage 2: 9-frame clips (temporal layers)
+python -m training vae          --config $W/vae.yaml $T            # stage 3: 33-frame clips + latent statistics
 python -m training text-encoder --config $W/text-encoder.yaml $T   # tiny text encoder
 python -m training build-latents --config $W/build-latents.yaml $T # world clips -> latents [16, 9, 8, 8]
 
