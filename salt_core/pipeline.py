@@ -30,7 +30,7 @@ log = logging.getLogger("salt")
 
 DEFAULT_ASSETS = Path(__file__).parent / "assets" / "default"
 RANDOM_DEFAULT_NOTE = (
-    "no embedded default model is bundled yet: using a tiny RANDOMLY INITIALISED model "
+    "the embedded default model (salt_core/assets/default) is missing: using a tiny RANDOMLY INITIALISED model "
     "(the video will be structured noise, not your prompt)"
 )
 
