@@ -3,9 +3,9 @@
 With PyTorch's default conv init every layer of the Wan VAE shrinks its input (a causal 3x3x3 conv sees
 zeros in two of its three time taps on the first frame), so at step 0 the encoder's latent barely depends
 on the image (measured on the tiny preset: std of mu over a batch 0.04) and the RMS-normalised decoder
-learns the mean colour first and objects' colours only after hundreds of steps. Rescaling each conv, in
-module order, so that its output has unit standard deviation on a batch of real clips starts training
-with a latent that carries the image (std over the batch ~0.5).
+learns a mean colour and no object colours for hundreds of steps (benchmarks/quality/README.md). Rescaling
+each conv, in the order the forward calls it, so that its output has unit standard deviation on a batch of
+real clips starts training with a latent that carries the image (std over the batch ~0.5).
 """
 from __future__ import annotations
 

@@ -24,8 +24,8 @@ from ..checkpoint import latest_checkpoint, load_checkpoint
 from ..config import TrainConfig, WorldClipsConfig
 from ..config_load import ConfigError
 from ..seeding import per_sample_randn
-from ..vae_init import lsuv_init
 from ..task import NetSpec, Task
+from ..vae_init import lsuv_init
 from .common import Data, run_training
 
 SSIM_WINDOW = 7
