@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.perf.memory import peak_rss, reset_peak_rss, rss_bytes  # noqa: E402
+
 CASES = {
     "full": dict(kind="full", max_frames=4096),
     "window": dict(kind="window", window_frames=12),
@@ -89,11 +91,6 @@ class Runner:
         return wall, cpu
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
 def memory_of(name: str, latent_frames: int, chunk: int, hw: int, steps: int) -> dict:
     r = Runner(name, chunk, hw, steps)
     n = latent_frames // chunk
@@ -107,23 +104,6 @@ def memory_of(name: str, latent_frames: int, chunk: int, hw: int, steps: int) ->
     half = trace[len(trace) // 2]
     return dict(peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, cache_bytes=r.cache.memory_bytes(),
                 peak_extra=peak_rss() - start, growth_second_half=max(trace[len(trace) // 2:]) - half)
-
-
-def reset_peak_rss() -> None:
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def band_median(per_chunk: list[list[float]], i: int, k: int = BAND) -> float:

@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.perf.memory import peak_rss, reset_peak_rss, rss_bytes  # noqa: E402
 
 MODES = ("streaming", "streaming, 1 frame/pass", "full", "full, one pass", "diffusers")
 # Memory cases: glibc returns freed blocks at once (no trim slack, big blocks mmapped), so RSS follows the
@@ -100,32 +101,11 @@ def memory_case(mode: str, t: int, px: int, baseline: str | None) -> dict:
     vae = build(mode, baseline)
     z = latents(t, px)
     fn = decoder(mode, vae)
-    with open("/proc/self/statm") as f:
-        before = int(f.read().split()[1]) * resource.getpagesize()
+    before = rss_bytes()
     reset_peak_rss()
     with torch.inference_mode():
         fn(z)
     return dict(before=before, peak=peak_rss())
-
-
-def reset_peak_rss() -> None:
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS, so the peak is the decode's own."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def parse_sizes(text: str) -> dict[int, list[int]]:

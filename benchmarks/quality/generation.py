@@ -72,13 +72,22 @@ def guidance_for(name: str) -> float:
 def generate(model, info, ctx, neg, steps: int, seed: int, guidance: float) -> torch.Tensor:
     """One clip of LATENT size on the uniform(steps) grid warped by SHIFT -> normalised latents [1, C, T, h, w]."""
     s = info.sampling
-    grid = StepGrid.uniform(steps, SHIFT)
     if s.causal:
-        return sample_ar(model, ctx, latent_frames=LATENT[1], latent_hw=LATENT[2:], chunk_frames=s.chunk_frames,
-                         grid=grid, policy=trained_policy(info), transition=s.transition, seed=seed,
-                         negative_context=neg if guidance != 1.0 else None, guidance=guidance)
-    return sample_clip(model, ctx, latent_shape=(1, *LATENT), grid=grid, transition=s.transition, seed=seed,
-                       negative_context=neg if guidance != 1.0 else None, guidance=guidance)
+        return causal_rollout(model, info, ctx, neg, steps, seed, guidance, LATENT[1], trained_policy(info))
+    return sample_clip(model, ctx, latent_shape=(1, *LATENT), grid=StepGrid.uniform(steps, SHIFT),
+                       transition=s.transition, seed=seed, negative_context=neg if guidance != 1.0 else None,
+                       guidance=guidance)
+
+
+@torch.no_grad()
+def causal_rollout(model, info, prompts, neg, steps: int, seed: int, guidance: float, latent_frames: int,
+                   policy: CachePolicy) -> torch.Tensor:
+    """A causal model's rollout of `latent_frames` (a prompt embedding or a PromptSegment schedule) under `policy`,
+    chunk by chunk at its trained chunk size, same grid/seed/CFG conventions as `generate`."""
+    s = info.sampling
+    return sample_ar(model, prompts, latent_frames=latent_frames, latent_hw=LATENT[2:], chunk_frames=s.chunk_frames,
+                     grid=StepGrid.uniform(steps, SHIFT), policy=policy, transition=s.transition, seed=seed,
+                     negative_context=neg if guidance != 1.0 else None, guidance=guidance)
 
 
 @torch.no_grad()

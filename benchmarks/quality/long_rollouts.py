@@ -15,11 +15,9 @@ from typing import Sequence, Union
 
 import torch
 
-from generation import CFG_SCALE, FPS, LATENT, SHIFT, Bench, trained_policy
+from generation import CFG_SCALE, FPS, LATENT, Bench, causal_rollout, to_video, trained_policy
 from salt_core.kv_cache import CachePolicy
-from salt_core.sampling import PromptSegment, sample_ar
-from salt_core.schedules import StepGrid
-from salt_core.vae.streaming import iter_decode
+from salt_core.sampling import PromptSegment
 from stats import mean, se
 from training.judge import DIMENSIONS, score_clip
 
@@ -46,23 +44,11 @@ def policies_for(info, total_frames: int) -> dict[str, CachePolicy]:
             "full": CachePolicy("full", max_frames=total_frames, **base)}
 
 
-@torch.no_grad()
 def rollout(bench: Bench, name: str, prompts: Union[torch.Tensor, Sequence[PromptSegment]], latent_frames: int,
             policy: CachePolicy, seed: int, steps: int = NFE) -> torch.Tensor:
     model, info = bench.model(name)
-    s = info.sampling
     guidance = CFG_SCALE if name == "teacher-ar" else 1.0
-    return sample_ar(model, prompts, latent_frames=latent_frames, latent_hw=LATENT[2:], chunk_frames=s.chunk_frames,
-                     grid=StepGrid.uniform(steps, SHIFT), policy=policy, transition=s.transition, seed=seed,
-                     negative_context=bench.neg if guidance != 1.0 else None, guidance=guidance)
-
-
-@torch.no_grad()
-def decode_long(vae, z: torch.Tensor, chunk: int = 3) -> torch.Tensor:
-    """Normalised latents [1, C, T, h, w] -> [T', H, W, 3] in 0..1, decoded `chunk` latent frames at a time."""
-    parts = [((x[0] + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0)
-             for x in iter_decode(vae, vae.denormalize(z.float()), chunk_frames=chunk, frames_per_step=chunk)]
-    return torch.cat(parts, dim=0)
+    return causal_rollout(model, info, prompts, bench.neg, steps, seed, guidance, latent_frames, policy)
 
 
 def segment_starts(begin: int, end: int, length: int = SEGMENT) -> list[int]:
@@ -113,7 +99,7 @@ def run(bench: Bench, models: list[str], prompts: int, teacher_steps: int = 0) -
                     same = torch.equal(short, z[:, :, :LENGTHS["4x"]])
                     checks.append({"model": name, "policy": pname, "prefix_identical": same,
                                    "max_abs_diff": float((short - z[:, :, :LENGTHS["4x"]]).abs().max())})
-                video = decode_long(bench.vae, z, info.sampling.chunk_frames)
+                video = to_video(bench.vae, z)
                 per_prompt.append(score_segments(video, prompt, segment_starts(0, video.shape[0])))
             for length, frames in LENGTHS.items():
                 n_seg = pixel_frames(frames, temporal) // SEGMENT

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 
-from generation import AR_STUDENTS, Bench, trained_policy
-from long_rollouts import (KEYS, LENGTHS, NFE, decode_long, pixel_frames, rollout, score_segments, segment_starts,
+from generation import AR_STUDENTS, Bench, to_video, trained_policy
+from long_rollouts import (KEYS, LENGTHS, NFE, pixel_frames, rollout, score_segments, segment_starts,
                            with_recache)
 from salt_core.sampling import PromptSegment
 from stats import mean, se
@@ -44,7 +44,7 @@ def run(bench: Bench, models: list[str], prompts: int) -> dict:
             for a, b in todo:
                 old, new = bench.prompts[a], bench.prompts[b]
                 schedule = [PromptSegment(0, bench.encode(old)), PromptSegment(at, bench.encode(new))]
-                video = decode_long(bench.vae, rollout(bench, name, schedule, frames, policy, seed=a), chunk)
+                video = to_video(bench.vae, rollout(bench, name, schedule, frames, policy, seed=a))
                 before.append(score_segments(video, old, segment_starts(0, at_pixel)))
                 after.append(score_segments(video, new, segment_starts(at_pixel, video.shape[0]), at_pixel))
             row = {"model": name, "recache": recache, "pairs": todo, "switch_latent_frame": at,
