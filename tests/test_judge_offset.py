@@ -74,3 +74,28 @@ def test_bad_start_frame_is_a_clear_value_error(bad):
 def test_batch_needs_one_start_frame_per_clip():
     with pytest.raises(ValueError, match="start frames"):
         score_batch([clip("grow", 0)] * 2, [scene("grow")] * 2, start_frame=[0])
+
+
+def exact_bounce_track(start_frame: int, frames: int):
+    """The world's own bounce law sampled at frames start_frame.. (no rendering): a perfectly smooth track."""
+    from training.judge.measure import Track
+    from training.world.motion import offset_and_scale
+    t = (start_frame + torch.arange(frames, dtype=torch.float64)) / DEFAULT_FPS
+    _, dy, scale = offset_and_scale("bounce", t)
+    ones = torch.ones(frames, dtype=torch.float64)
+    return Track(mass=ones * 50, x=ones * 0.5, y=0.6 + dy, features=torch.zeros(frames, 3, dtype=torch.float64),
+                 colour=torch.zeros(frames, 3, dtype=torch.float64), present=torch.ones(frames, dtype=torch.bool),
+                 radius=0.1 * scale)
+
+
+def test_smoothness_uses_the_time_offset():
+    """Near the top of a hop the world's bounce decelerates hardest; judged at its own offset that is the
+    motion's natural acceleration (full marks), judged as if it started at t = 0 it is excess acceleration."""
+    from training.judge.config import JudgeConfig
+    from training.judge.temporal import smoothness_score
+    start = 6                                          # frames 6-10 straddle the top of the first hop (t = 0.5 s)
+    track = exact_bounce_track(start, 5)
+    right = smoothness_score(track, "bounce", DEFAULT_FPS, JudgeConfig(), start_frame=start)
+    from_zero = smoothness_score(track, "bounce", DEFAULT_FPS, JudgeConfig())
+    assert right == pytest.approx(1.0)
+    assert from_zero < right - 0.1, (right, from_zero)

@@ -103,7 +103,7 @@ def score_clip(clip: torch.Tensor, description: Description, fps: float = DEFAUL
         per_object["shape"].append(shape_score(track, obj.shape, config))
         per_object["motion"].append(motion_score(track, obj.motion, fps, config, start_frame))
         per_object["identity"].append(identity_score(track, config))
-        per_object["smoothness"].append(smoothness_score(track, obj.motion, fps, config))
+        per_object["smoothness"].append(smoothness_score(track, obj.motion, fps, config, start_frame))
     scores = {k: _mean(v) for k, v in per_object.items()}
     scores["flicker"] = flicker_score(seg, tracks, config)
     scores["sharpness"] = sharpness_score(coverages, config)

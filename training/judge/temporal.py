@@ -38,8 +38,10 @@ def identity_score(track: Track, config: JudgeConfig) -> float:
             * math.exp(-(size_jitter / config.identity_size_sigma) ** 2))
 
 
-def smoothness_score(track: Track, motion, fps: float, config: JudgeConfig) -> float:
-    """Acceleration of (x, y, radius) beyond what the named motion itself has, relative to the speed."""
+def smoothness_score(track: Track, motion, fps: float, config: JudgeConfig, start_frame: int = 0) -> float:
+    """Acceleration of (x, y, radius) beyond what the named motion itself has, relative to the speed.
+    start_frame: the track's first frame is frame `start_frame` of the motion (a bounce or an orbit
+    accelerates differently at different times)."""
     keep = track.present
     if int(keep.sum()) < 3:
         return 0.0 if motion is not None or int(keep.sum()) else float("nan")
@@ -48,7 +50,7 @@ def smoothness_score(track: Track, motion, fps: float, config: JudgeConfig) -> f
     accel = _rms(torch.diff(state, n=2, dim=0).norm(dim=1))
     natural = 0.0
     if motion is not None:
-        t = torch.arange(len(keep), dtype=torch.float64)[keep] / fps
+        t = (start_frame + torch.arange(len(keep), dtype=torch.float64)[keep]) / fps
         dx, dy, _ = offset_and_scale(motion, t)
         natural = _rms(torch.diff(torch.stack([dx, dy], dim=1), n=2, dim=0).norm(dim=1))
     excess = max(0.0, accel - natural) / (speed + config.smooth_speed_floor)
