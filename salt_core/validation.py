@@ -15,8 +15,9 @@ def latent_frames_for(frames: int) -> int:
     return (frames - 1) // VAE_TIME + 1
 
 
-def pixel_frames_for(latent_frames: int) -> int:
-    return 1 + VAE_TIME * (latent_frames - 1)
+def pixel_frames_for(latent_frames: int, temporal: int = VAE_TIME) -> int:
+    """Latent frames (k+1) -> pixel frames (1 + temporal*k) for a VAE with that temporal factor."""
+    return 1 + temporal * (latent_frames - 1)
 
 
 def latent_size_for(height: int, width: int) -> tuple[int, int]:

@@ -7,7 +7,7 @@ A checkpoint is one `torch.save` file holding only tensors, dicts, lists and pri
     nets {name: {dit_config (JSON), model, ema (or None), optimizer, updates}},
     rng {torch, cuda, python, numpy} (tensors), data {position, global_batch}, guard {skipped, consecutive}
 
-Writes go to a temp file next to the target (`.step-N.pt.<random>.tmp`), are fsynced and renamed over it,
+Writes go to a temp file next to the target (`.step-N.<random>.tmp.pt`, salt_core.atomic), are fsynced and renamed over it,
 so a crash mid-save leaves the previous checkpoint intact; temps a killed process left behind are
 removed at the next start.
 """
@@ -17,11 +17,12 @@ import json
 import os
 import random
 import re
-import tempfile
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
+
+from salt_core.atomic import atomic_write
 
 from .config_load import ConfigError, config_diff
 
@@ -68,11 +69,11 @@ def resolve_checkpoint(path: str) -> str:
 
 
 def remove_stale_temps(folder: str) -> list[str]:
-    """Delete temp files a killed save left behind (`.step-*.pt.*.tmp`)."""
+    """Delete temp files a killed save left behind (`.step-*.tmp.pt`; `.step-*.pt.*.tmp` from older versions)."""
     removed = []
     if os.path.isdir(folder):
         for n in os.listdir(folder):
-            if n.startswith(".step-") and n.endswith(".tmp"):
+            if n.startswith(".step-") and n.endswith((".tmp.pt", ".tmp")):
                 os.remove(os.path.join(folder, n))
                 removed.append(n)
     return removed
@@ -82,34 +83,6 @@ def prune(folder: str, keep_last: int) -> None:
     found = list_checkpoints(folder)
     for _, path in found[: max(0, len(found) - max(1, keep_last))]:
         os.remove(path)
-
-
-def atomic_write(path: str, write: Callable[[str], None]) -> str:
-    """write(tmp) fills a temp file next to `path`; it is fsynced and renamed onto `path` (then the folder is
-    fsynced). On an exception the temp is removed and an existing `path` is untouched."""
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # platforms without directory fsync
-        pass
-    return path
 
 
 def save_checkpoint(path: str, state: dict) -> str:

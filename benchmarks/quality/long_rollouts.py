@@ -18,6 +18,7 @@ import torch
 from generation import CFG_SCALE, FPS, LATENT, Bench, causal_rollout, to_video, trained_policy
 from salt_core.kv_cache import CachePolicy
 from salt_core.sampling import PromptSegment
+from salt_core.validation import pixel_frames_for
 from stats import mean, se
 from training.judge import DIMENSIONS, score_clip
 
@@ -26,10 +27,6 @@ SEGMENT = 1 + 4 * (LATENT[1] - 1)  # 33 pixel frames: the training clip length
 LENGTHS = {"4x": 4 * LATENT[1], "16x": 16 * LATENT[1]}
 SINK_FRAMES = 3
 KEYS = (*DIMENSIONS, "total")
-
-
-def pixel_frames(latent_frames: int, temporal: int = 4) -> int:
-    return 1 + temporal * (latent_frames - 1)
 
 
 def policies_for(info, total_frames: int) -> dict[str, CachePolicy]:
@@ -75,7 +72,7 @@ def _summary(name, policy_name, policy, length, latent_frames, per_prompt: list[
         segments.append(seg)
     first, last = segments[0], segments[-1]
     return {"model": name, "policy": policy_name, "policy_config": policy.to_dict(), "length": length,
-            "latent_frames": latent_frames, "pixel_frames": pixel_frames(latent_frames), "segments": segments,
+            "latent_frames": latent_frames, "pixel_frames": pixel_frames_for(latent_frames), "segments": segments,
             "first_total": first["total"], "first_se": first["total_se"],
             "last_total": last["total"], "last_se": last["total_se"],
             "ratio": last["total"] / first["total"] if first["total"] else float("nan")}
@@ -102,7 +99,7 @@ def run(bench: Bench, models: list[str], prompts: int, teacher_steps: int = 0) -
                 video = to_video(bench.vae, z)
                 per_prompt.append(score_segments(video, prompt, segment_starts(0, video.shape[0])))
             for length, frames in LENGTHS.items():
-                n_seg = pixel_frames(frames, temporal) // SEGMENT
+                n_seg = pixel_frames_for(frames, temporal) // SEGMENT
                 row = _summary(name, pname, policy, length, frames, [p[:n_seg] for p in per_prompt])
                 row["steps"] = steps
                 row["seconds"] = round(time.perf_counter() - t0, 2)

@@ -2,15 +2,17 @@
 cache policy) on prompt pairs (0, 1), (2, 3), ...; the prompt switches at half (latent frame 18, a chunk start),
 once with re-cache (the retained frames' K/V recomputed under the new prompt, LongLive) and once without.
 Segments of 33 frames before the switch (from frame 0) are judged against the old prompt; segments after it
-(from the switch's first pixel frame) against the new prompt, whose motion starts at the switch."""
+(from the switch's first pixel frame) against the new prompt, whose motion starts at the switch. Only whole
+segments are judged: with the switch at pixel frame 69, frames 66-68 (before) and 135-140 (after) are not."""
 from __future__ import annotations
 
 import time
 
 from generation import AR_STUDENTS, Bench, to_video, trained_policy
-from long_rollouts import (KEYS, LENGTHS, NFE, pixel_frames, rollout, score_segments, segment_starts,
+from long_rollouts import (KEYS, LENGTHS, NFE, rollout, score_segments, segment_starts,
                            with_recache)
 from salt_core.sampling import PromptSegment
+from salt_core.validation import pixel_frames_for
 from stats import mean, se
 
 REPORTED = ("colour", "shape", "motion", "total")
@@ -36,7 +38,7 @@ def run(bench: Bench, models: list[str], prompts: int) -> dict:
         _, info = bench.model(name)
         chunk = info.sampling.chunk_frames
         at = switch_frame(frames, chunk)
-        at_pixel = pixel_frames(at, temporal)
+        at_pixel = pixel_frames_for(at, temporal)
         for recache in (True, False):
             t0 = time.perf_counter()
             policy = with_recache(trained_policy(info), recache)

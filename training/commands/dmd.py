@@ -157,9 +157,14 @@ class BidirectionalDistill(DistillTask):
         return loss, stats
 
 
-def run(cfg: TrainConfig, command: str = "dmd") -> dict:
+def run_distill(task_class: type, cfg: TrainConfig, command: str) -> dict:
+    """Train a DistillTask subclass under the shared training loop."""
     def build_task(cfg, ctx):
-        task = BidirectionalDistill(cfg, ctx, command)
+        task = task_class(cfg, ctx, command)
         return task, task.data
 
     return run_training(cfg, command, build_task)
+
+
+def run(cfg: TrainConfig, command: str = "dmd") -> dict:
+    return run_distill(BidirectionalDistill, cfg, command)

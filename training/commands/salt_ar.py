@@ -23,8 +23,7 @@ from ..losses.self_consistency import sc_term, sc_triplet
 from ..rollout.autoregressive import rollout_ar
 from ..rollout.cache_aware import cache_alignment_term
 from ..rollout.common import draw_exit_step, draw_step_count, mixed_step_grids
-from .common import run_training
-from .dmd import DistillTask
+from .dmd import DistillTask, run_distill
 
 
 class SaltARTask(DistillTask):
@@ -99,8 +98,4 @@ class SaltARTask(DistillTask):
 
 
 def run(cfg: TrainConfig, command: str = "salt-ar") -> dict:
-    def build_task(cfg, ctx):
-        task = SaltARTask(cfg, ctx, command)
-        return task, task.data
-
-    return run_training(cfg, command, build_task)
+    return run_distill(SaltARTask, cfg, command)
