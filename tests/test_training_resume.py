@@ -110,3 +110,15 @@ def test_resume_test_is_not_vacuous(tmp_path, assets):
     for name, part in (("student", "model"), ("student", "ema"), ("critic", "model")):
         a, b = s2["nets"][name][part], s4["nets"][name][part]
         assert any(not torch.equal(a[k], b[k]) for k in a), f"{name} {part} did not change"
+
+
+def test_phases_that_skip_steps_still_reach_the_log(tmp_path, assets):
+    """With the student updated every 2nd step (steps 0, 2) and a row logged after steps 2 and 4, each row holds the
+    student's last stats of its interval next to the critic's, not only the phase that ran on the logged step."""
+    out = str(tmp_path / "run")
+    assert run("sc-dmd", None, *distill_args(assets, "sc-dmd"), *quiet(out, 4), *sets(run__log_every=2)) == 0
+    rows = [r for r in read_metrics(os.path.join(out, "metrics.jsonl")) if not r.get("event")]
+    assert [r["step"] for r in rows] == [2, 4]
+    for r in rows:
+        assert "student/loss" in r and "critic/loss" in r, sorted(r)
+        assert "student/sc_loss" in r, sorted(r)

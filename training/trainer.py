@@ -201,13 +201,14 @@ class Trainer:
 
             bar = tqdm(total=total, initial=start, desc=self.command, dynamic_ncols=True)
         last_row: dict = {}
+        latest: dict = {}  # each phase's last stats since the previous log row (a phase run every k steps is logged too)
         for step in range(start, total):
             t0 = time.perf_counter()
             seed_step(run.seed, step, self.ctx.rank)
             batch = to_device(self.loader.batch(step), self.ctx.device)
-            row: dict = {}
             for phase in self.task.phases(step):
-                row.update(self._update(phase, batch, step))
+                latest.update(self._update(phase, batch, step))
+            row: dict = dict(latest)
             done = step + 1
             if run.probe_every and done % run.probe_every == 0:
                 with self.autocast():
@@ -217,7 +218,7 @@ class Trainer:
                 row["skipped_total"] = self.skipped
                 row["time/step_s"] = time.perf_counter() - t0
                 self.logger.log(done, row)
-                last_row = row
+                last_row, latest = row, {}
                 if bar is not None:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith("/loss")})
             if done % run.save_every == 0 or done == total:
