@@ -82,3 +82,21 @@ def test_nfe_rows_are_the_mean_of_their_clips(stored):
         assert len(totals) == row["prompts"]
         finite = [t for t in totals if t == t]
         assert row["total"] == pytest.approx(sum(finite) / len(finite), abs=1e-12)
+
+
+def test_stored_reference_scores_are_reproduced(stored, bench):
+    """Section 0: the first prompt's real clip and its VAE reconstruction re-score to the stored per-clip totals."""
+    if "reference" not in stored:
+        pytest.skip(f"{RESULTS} has no reference section (run evaluate.py with --sections including reference)")
+    import reference
+
+    torch.set_num_threads(1)
+    rows = {r["reference"]: r for r in stored["reference"]["rows"]}
+    real = reference.real_clip(bench.prompts[0], seed=0)
+    from training.judge import score_clip
+
+    got_real = score_clip(real, bench.prompts[0], fps=reference.FPS)["total"]
+    got_recon = score_clip(reference.reconstruct(bench, real), bench.prompts[0], fps=reference.FPS)["total"]
+    assert abs(got_real - rows["real clips"]["per_clip_total"][0]) <= TOLERANCE
+    assert abs(got_recon - rows["VAE reconstructions"]["per_clip_total"][0]) <= TOLERANCE
+    assert got_recon < got_real  # a lossy VAE never improves on the world's own clip

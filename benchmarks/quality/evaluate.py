@@ -1,13 +1,14 @@
 """The quality suite of the world chain: judge every model and write benchmarks/quality/RESULTS.md, results.json
 and the PNG figures (nfe.png, semigroup.png, long_rollouts.png).
 
-    python benchmarks/quality/evaluate.py --checkpoints benchmarks/quality/checkpoints --prompts 16 --threads 1
+    python benchmarks/quality/evaluate.py --checkpoints benchmarks/quality/checkpoints --prompts 32 --threads 1
 
-Sections (--sections, default all): nfe (judge scores at NFE 1/2/4/8, teachers at 50 steps with CFG),
+Sections (--sections, default all): reference (real world clips of the prompts and the VAE's reconstructions
+of them: the scale and the ceiling), nfe (judge scores at NFE 1/2/4/8, teachers at 50 steps with CFG),
 semigroup (defect along the inference path at K = 2/4/8), consistency (K = 2 and 4 vs 8, same seed),
 long (causal rollouts at 4x/16x the training length under window / sink_window / full caches, judged per
 33-frame segment), switch (prompt switch with and without re-cache); the paper's claims are checked from
-whatever ran. Section 1 uses the first --prompts held-out prompts, sections 2-5 the first --long-prompts.
+whatever ran. Sections 0-1 use the first --prompts held-out prompts, sections 2-5 the first --long-prompts.
 Inputs: --checkpoints DIR holds <model>.safetensors for teacher, teacher-ar, dmd-4, dmd-8, sc-dmd-8, ar-dmd,
 salt-ar (missing ones are skipped); --vae / --text-encoder default to the embedded default's.
 Conventions (grid, seeds, CFG, decoding): generation.py; one module per section next to this file.
@@ -33,12 +34,13 @@ import consistency  # noqa: E402
 import defect  # noqa: E402
 import long_rollouts  # noqa: E402
 import nfe_table  # noqa: E402
+import reference  # noqa: E402
 import report  # noqa: E402
 import switch  # noqa: E402
 from generation import (AR_STUDENTS, DEFAULT_CHECKPOINTS, DEFAULT_PROMPTS, DEFAULT_TEXT_ENCODER,  # noqa: E402,F401
                         DEFAULT_VAE, MODELS, STUDENTS, Bench, generate, read_prompts, to_video)
 
-SECTIONS = ("nfe", "semigroup", "consistency", "long", "switch")
+SECTIONS = ("reference", "nfe", "semigroup", "consistency", "long", "switch")
 
 
 def portable(path: str) -> str:
@@ -103,7 +105,8 @@ def main(argv=None) -> int:
     long_models = [m for m in AR_STUDENTS if m in present]
     if a.long_teacher_steps and "teacher-ar" in present:
         long_models = ["teacher-ar", *long_models]
-    plan = {"nfe": lambda: nfe_table.run(bench, present, a.prompts),
+    plan = {"reference": lambda: reference.run(bench, a.prompts),
+            "nfe": lambda: nfe_table.run(bench, present, a.prompts),
             "semigroup": lambda: defect.run(bench, students, a.long_prompts),
             "consistency": lambda: consistency.run(bench, students, a.long_prompts),
             "long": lambda: long_rollouts.run(bench, long_models, a.long_prompts, a.long_teacher_steps),

@@ -75,7 +75,7 @@ def _header(results: dict) -> list[str]:
         f"Machine: {results['machine']}", "",
         f"Took {secs['total']:.0f} s ({per}).", "",
         f"Checkpoints: `{cfg['checkpoints']}` (VAE `{cfg['vae']}`, text encoder `{cfg['text_encoder']}`).{missing} "
-        f"Prompts: the first {cfg['prompts']} of `{cfg['prompt_file']}` (held-out combinations) for section 1, the "
+        f"Prompts: the first {cfg['prompts']} of `{cfg['prompt_file']}` (held-out combinations) for sections 0-1, the "
         f"first {cfg['long_prompts']} for sections 2–5; seed = prompt index. Latents {list(LATENT)} = 33 frames of "
         f"64x64 at {FPS:g} fps. Every model samples on the uniform K-step grid warped by shift {SHIFT:g}; teachers at "
         f"{TEACHER_STEPS} steps with CFG {CFG_SCALE:g} (empty negative prompt), students without CFG; causal models in "
@@ -84,6 +84,18 @@ def _header(results: dict) -> list[str]:
         "(`results.json` holds them all, with per-clip scores).", "",
         "## Findings", "", "<!-- findings -->", "",
     ]
+
+
+def _reference(sec: dict) -> list[str]:
+    dims = [d for d in DIMENSIONS if any(d in r for r in sec["rows"])]
+    lines = ["## 0. The scale: real clips and the VAE's ceiling", "",
+             "The world's own rendering of each prompt (objects placed by seed = prompt index) and the world VAE's "
+             "reconstruction of it (posterior mean, decoded like the models' latents). No model on this VAE's latents "
+             "can be expected to beat its reconstructions.", "",
+             "| reference | " + " | ".join(dims) + " | total |", "|---|" + "---|" * (len(dims) + 1)]
+    for r in sec["rows"]:
+        lines.append(f"| {r['reference']} | " + " | ".join(f(r[d]) for d in dims) + f" | {pm(r['total'], r['total_se'])} |")
+    return lines + [""]
 
 
 def _nfe(sec: dict) -> list[str]:
@@ -202,7 +214,7 @@ def _claims(rows: list[dict]) -> list[str]:
 
 def write_markdown(results: dict, path: str) -> str:
     lines = _header(results)
-    for key, fn, title in (("nfe", _nfe, "1. Quality vs NFE"), ("semigroup", _semigroup, "2. Semigroup defect"),
+    for key, fn, title in (("reference", _reference, "0. The scale"), ("nfe", _nfe, "1. Quality vs NFE"), ("semigroup", _semigroup, "2. Semigroup defect"),
                            ("consistency", _consistency, "3. Cross-step consistency"),
                            ("long", _long, "4. Long rollouts"), ("switch", _switch, "5. Prompt switch")):
         sec = results.get(key)
