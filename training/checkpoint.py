@@ -7,8 +7,8 @@ A checkpoint is one `torch.save` file holding only tensors, dicts, lists and pri
     nets {name: {dit_config (JSON), model, ema (or None), optimizer, updates}},
     rng {torch, cuda, python, numpy} (tensors), data {position, global_batch}, guard {skipped, consecutive}
 
-Writes go to a temp file next to the target (`.step-N.<random>.tmp.pt`, salt_core.atomic), are fsynced and renamed over it,
-so a crash mid-save leaves the previous checkpoint intact; temps a killed process left behind are
+Writes go to a temp file next to the target (`.step-N.<random>.tmp.pt`, salt_core.atomic), are fsynced and
+renamed over it, so a crash mid-save leaves the previous checkpoint intact; temps a killed process left behind are
 removed at the next start.
 """
 from __future__ import annotations

@@ -94,7 +94,8 @@ def _reference(sec: dict) -> list[str]:
              "can be expected to beat its reconstructions.", "",
              "| reference | " + " | ".join(dims) + " | total |", "|---|" + "---|" * (len(dims) + 1)]
     for r in sec["rows"]:
-        lines.append(f"| {r['reference']} | " + " | ".join(f(r[d]) for d in dims) + f" | {pm(r['total'], r['total_se'])} |")
+        cells = [f(r[d]) for d in dims] + [pm(r["total"], r["total_se"])]
+        lines.append(f"| {r['reference']} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -214,7 +215,8 @@ def _claims(rows: list[dict]) -> list[str]:
 
 def write_markdown(results: dict, path: str) -> str:
     lines = _header(results)
-    for key, fn, title in (("reference", _reference, "0. The scale"), ("nfe", _nfe, "1. Quality vs NFE"), ("semigroup", _semigroup, "2. Semigroup defect"),
+    for key, fn, title in (("reference", _reference, "0. The scale"), ("nfe", _nfe, "1. Quality vs NFE"),
+                           ("semigroup", _semigroup, "2. Semigroup defect"),
                            ("consistency", _consistency, "3. Cross-step consistency"),
                            ("long", _long, "4. Long rollouts"), ("switch", _switch, "5. Prompt switch")):
         sec = results.get(key)
