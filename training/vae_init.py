@@ -21,7 +21,7 @@ def lsuv_init(model: nn.Module, forward: Callable[[], object], passes: int = 2, 
 
     forward: runs the model on a fixed batch (its outputs are ignored). Convs whose weights are all zero
     (identity-start layers such as the attention projection) are left as they are. Returns how many convs
-    were rescaled."""
+    it visited (those this forward does not reach, or whose output is constant, keep their scale)."""
     convs = _in_call_order(model, forward)
     for conv in convs:
         moments = torch.zeros(3, dtype=torch.float64)  # count, sum, sum of squares over every call (chunk)

@@ -37,8 +37,8 @@ import nfe_table  # noqa: E402
 import reference  # noqa: E402
 import report  # noqa: E402
 import switch  # noqa: E402
-from generation import (AR_STUDENTS, DEFAULT_CHECKPOINTS, DEFAULT_PROMPTS, DEFAULT_TEXT_ENCODER,  # noqa: E402,F401
-                        DEFAULT_VAE, MODELS, STUDENTS, Bench, generate, read_prompts, to_video)
+from generation import (AR_STUDENTS, DEFAULT_CHECKPOINTS, DEFAULT_PROMPTS, DEFAULT_TEXT_ENCODER,  # noqa: E402
+                        DEFAULT_VAE, MODELS, STUDENTS, Bench, read_prompts)
 
 SECTIONS = ("reference", "nfe", "semigroup", "consistency", "long", "switch")
 

@@ -21,6 +21,7 @@ from salt_core.pipeline import trained_cache_policy
 from salt_core.sampling import sample_ar, sample_clip
 from salt_core.schedules import StepGrid
 from salt_core.text import load_text_encoder
+from salt_core.validation import pixel_frames_for
 from training.judge import score_clip
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,6 +35,8 @@ NFES = (1, 2, 4, 8)
 TEACHER_STEPS = 50
 SHIFT = 5.0
 LATENT = (16, 9, 8, 8)
+CLIP_FRAMES = pixel_frames_for(LATENT[1])  # 33 pixel frames of
+CLIP_SIDE = 8 * LATENT[2]                  # 64x64
 CFG_SCALE = 4.0
 FPS = 16.0
 DECODE_STEP = 3  # latent frames per VAE decoder pass (same video as 1 up to float rounding, ~1.5x faster)
@@ -147,9 +150,14 @@ class Bench:
         if got is not None and (got.video is not None or not keep):
             return got
         model, info = self.model(name)
-        prompt = self.prompts[i]
-        z = generate(model, info, self.encode(prompt), self.neg, steps, seed=i, guidance=guidance_for(name))
-        video = to_video(self.vae, z)
-        clip = Clip(z, score_clip(video, prompt), to_uint8(video) if keep else None)
+        z, video, scores = self.judged(model, info, steps, i, guidance_for(name))
+        clip = Clip(z, scores, to_uint8(video) if keep else None)
         self._clips[key] = clip
         return clip
+
+    def judged(self, model, info, steps: int, i: int, guidance: float):
+        """Prompt i's clip from `model` (seed i) -> (latents, video [T', H, W, 3] in 0..1, judge scores)."""
+        prompt = self.prompts[i]
+        z = generate(model, info, self.encode(prompt), self.neg, steps, seed=i, guidance=guidance)
+        video = to_video(self.vae, z)
+        return z, video, score_clip(video, prompt)

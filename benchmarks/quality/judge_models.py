@@ -17,10 +17,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 sys.path.insert(0, HERE)
 
-from generation import DEFAULT_PROMPTS, DEFAULT_TEXT_ENCODER, DEFAULT_VAE, Bench, generate, read_prompts, to_video  # noqa: E402
+from generation import DEFAULT_PROMPTS, DEFAULT_TEXT_ENCODER, DEFAULT_VAE, Bench, read_prompts  # noqa: E402
 from salt_core.checkpoints import load_dit  # noqa: E402
 from stats import mean, se  # noqa: E402
-from training.judge import score_clip  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -40,9 +39,7 @@ def main(argv=None) -> int:
         model, info = load_dit(path)
         model.eval()
         for nfe in a.nfe:
-            totals = [score_clip(to_video(bench.vae, generate(model, info, bench.encode(text), bench.neg, nfe, seed=i,
-                                                              guidance=1.0)), text)["total"]
-                      for i, text in enumerate(prompts)]
+            totals = [bench.judged(model, info, nfe, i, guidance=1.0)[2]["total"] for i in range(len(prompts))]
             print(f"{path} NFE {nfe}: total {mean(totals):.4f} ± {se(totals):.4f} ({len(totals)} prompts)", flush=True)
     return 0
 

@@ -15,7 +15,7 @@ from typing import Sequence, Union
 
 import torch
 
-from generation import CFG_SCALE, FPS, LATENT, Bench, causal_rollout, to_video, trained_policy
+from generation import CLIP_FRAMES, FPS, LATENT, Bench, causal_rollout, guidance_for, to_video, trained_policy
 from salt_core.kv_cache import CachePolicy
 from salt_core.sampling import PromptSegment
 from salt_core.validation import pixel_frames_for
@@ -23,7 +23,7 @@ from stats import mean, se
 from training.judge import DIMENSIONS, score_clip
 
 NFE = 4
-SEGMENT = 1 + 4 * (LATENT[1] - 1)  # 33 pixel frames: the training clip length
+SEGMENT = CLIP_FRAMES  # 33 pixel frames: the training clip length
 LENGTHS = {"4x": 4 * LATENT[1], "16x": 16 * LATENT[1]}
 SINK_FRAMES = 3
 KEYS = (*DIMENSIONS, "total")
@@ -44,8 +44,7 @@ def policies_for(info, total_frames: int) -> dict[str, CachePolicy]:
 def rollout(bench: Bench, name: str, prompts: Union[torch.Tensor, Sequence[PromptSegment]], latent_frames: int,
             policy: CachePolicy, seed: int, steps: int = NFE) -> torch.Tensor:
     model, info = bench.model(name)
-    guidance = CFG_SCALE if name == "teacher-ar" else 1.0
-    return causal_rollout(model, info, prompts, bench.neg, steps, seed, guidance, latent_frames, policy)
+    return causal_rollout(model, info, prompts, bench.neg, steps, seed, guidance_for(name), latent_frames, policy)
 
 
 def segment_starts(begin: int, end: int, length: int = SEGMENT) -> list[int]:

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from generation import FPS, LATENT, Bench, to_video
+from generation import CLIP_FRAMES, CLIP_SIDE, FPS, Bench, to_video
 from stats import mean, se
 from training.judge import DIMENSIONS, score_clip
 from training.world.parse import parse_prompt
@@ -17,13 +17,11 @@ from training.world.render import render
 from training.world.sampling import complete_scene
 
 KEYS = (*DIMENSIONS, "total")
-FRAMES = 1 + 4 * (LATENT[1] - 1)
-SIDE = 8 * LATENT[2]
 
 
 def real_clip(prompt: str, seed: int) -> torch.Tensor:
     """The world's own rendering of `prompt`: [T, H, W, 3] in 0..1."""
-    return render(complete_scene(parse_prompt(prompt).scene, seed=seed), FRAMES, SIDE, SIDE, FPS)
+    return render(complete_scene(parse_prompt(prompt).scene, seed=seed), CLIP_FRAMES, CLIP_SIDE, CLIP_SIDE, FPS)
 
 
 @torch.no_grad()

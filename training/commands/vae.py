@@ -1,6 +1,7 @@
 """`vae`: train the tiny Wan-architecture video VAE (8x space, 4x time) on synthetic-world clips.
 
-Loss per clip: l1_weight·(object-weighted |x̂ − x|) + ssim_weight·(1 − SSIM(x̂, x)) (kornia, per frame) + kl_weight·KL(q(z|x) ‖ N(0, I)),
+Loss per clip: l1_weight·(object-weighted |x̂ − x|) + ssim_weight·(1 − SSIM(x̂, x)) (kornia, per frame)
++ kl_weight·KL(q(z|x) ‖ N(0, I)),
 with x̂ decoded from the posterior mean, or a posterior sample with `vae.sample_posterior` (noise keyed per
 sample, so resume is exact). After the last step the
 EMA (or trained) weights get per-channel latent statistics (mean/std of the posterior means over
@@ -174,15 +175,18 @@ def trained_vae(output_dir: str, device) -> tuple[WanVAE, str]:
     return model.to(device).eval(), used
 
 
-def clip_batches(data: WorldVideos, count: int, batch: int = 4, key: str = "video"):
+def clip_batches(data: WorldVideos, count: int, batch: int = 4):
+    """The first `count` samples in batches of stacked fields:
+    {"video": [B, 3, T, H, W], "objects": [B, 1, T, H, W]}."""
     for start in range(0, count, batch):
-        yield torch.stack([data[i][key] for i in range(start, min(count, start + batch))])
+        items = [data[i] for i in range(start, min(count, start + batch))]
+        yield {k: torch.stack([item[k] for item in items]) for k in items[0]}
 
 
 @torch.no_grad()
 def latent_statistics(model: WanVAE, data: WorldVideos, count: int, device) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the raw posterior means over `count` clips."""
-    mus = [model.encode(x.to(device)).float().transpose(0, 1).flatten(1) for x in clip_batches(data, count)]
+    mus = [model.encode(b["video"].to(device)).float().transpose(0, 1).flatten(1) for b in clip_batches(data, count)]
     mu = torch.cat(mus, dim=1)  # [z, N]
     return mu.mean(1).tolist(), mu.std(1).clamp_min(1e-4).tolist()
 
@@ -192,8 +196,8 @@ def heldout_psnr(model: WanVAE, clips: WorldClipsConfig, count: int, device) -> 
     """-> (PSNR over whole frames, PSNR over object pixels only), dB, on `count` held-out clips."""
     data = WorldVideos(clips, split="heldout", length=max(1, count))
     whole, objects, n = 0.0, 0.0, 0
-    for x, mask in zip(clip_batches(data, count), clip_batches(data, count, key="objects")):
-        x = x.to(device)
+    for b in clip_batches(data, count):
+        x, mask = b["video"].to(device), b["objects"]
         recon = model.decode(model.encode(x), frames_per_step=x.shape[2])
         whole += psnr(recon, x) * len(x)
         objects += psnr(recon, x, mask.to(device)) * len(x)

@@ -24,7 +24,7 @@ import torch
 
 from training.world.attributes import (BOUNCE_HEIGHT, BOUNCE_PERIOD, DIRECTIONS, ORBIT_PERIOD, ORBIT_RADIUS,
                                        SPEED)
-from training.world.motion import offset_and_scale
+from training.world.motion import expected_area_ratio
 
 from .config import JudgeConfig
 from .measure import Track
@@ -78,18 +78,12 @@ def _bounce(t, x, y, fps, config, t0: float = 0.0) -> float:
     return _reached(yr, BOUNCE_HEIGHT, config) * vertical_share * counted
 
 
-def _expected_log_area_change(motion: str, t0: float, duration: float) -> float:
-    """log(area at t0 + duration / area at t0) of the world's grow / shrink law."""
-    _, _, s = offset_and_scale(motion, torch.tensor([float(t0), float(t0) + float(duration)], dtype=torch.float64))
-    return math.log(float((s[1] / s[0]) ** 2))
-
-
 def _size_change(motion: str, t, mass, radius, config, t0: float = 0.0) -> float:
     duration = float(t[-1] - t[0])
     k = max(1, min(3, len(mass) // 4))
     log_area = torch.log(mass.clamp_min(1e-6))
     change = float(log_area[-k:].mean() - log_area[:k].mean())
-    expected = _expected_log_area_change(motion, t0, duration)                # > 0 grow, < 0 shrink
+    expected = math.log(expected_area_ratio(motion, duration, t0))            # > 0 grow, < 0 shrink
     if abs(expected) < 1e-9:       # the clip starts after the law stopped: the size must hold
         return _still(t, x=None, y=None, radius=radius, config=config, moves=False)
     steps = torch.diff(log_area) * (1.0 if expected > 0 else -1.0)

@@ -35,9 +35,10 @@ def offset_and_scale(motion: str, t: torch.Tensor) -> tuple[torch.Tensor, torch.
     raise ValueError(f"unknown motion {motion!r}")
 
 
-def expected_area_ratio(motion: str, seconds: float) -> float:
-    """Area at `seconds` over area at 0 (1 for motions that keep the size)."""
-    _, _, s = offset_and_scale(motion, torch.tensor([0.0, float(seconds)], dtype=torch.float64))
+def expected_area_ratio(motion: str, seconds: float, start: float = 0.0) -> float:
+    """Area at `start + seconds` over area at `start` (1 for motions that keep the size)."""
+    t = torch.tensor([float(start), float(start) + float(seconds)], dtype=torch.float64)
+    _, _, s = offset_and_scale(motion, t)
     return float((s[1] / s[0]) ** 2)
 
 
