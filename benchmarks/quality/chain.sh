@@ -33,4 +33,4 @@ for m in teacher:teacher teacher_ar:teacher-ar dmd_4:dmd-4 dmd_8:dmd-8 sc_dmd_8:
   cp "runs/world/${m%%:*}/model.safetensors" "benchmarks/quality/checkpoints/${m##*:}.safetensors"
 done
 
-python benchmarks/quality/evaluate.py --checkpoints benchmarks/quality/checkpoints --prompts 32 --threads 1
+python benchmarks/quality/evaluate.py --checkpoints benchmarks/quality/checkpoints --prompts 32 --long-prompts 8 --threads 1

@@ -1,7 +1,7 @@
 """The quality suite of the world chain: judge every model and write benchmarks/quality/RESULTS.md, results.json
 and the PNG figures (nfe.png, semigroup.png, long_rollouts.png).
 
-    python benchmarks/quality/evaluate.py --checkpoints benchmarks/quality/checkpoints --prompts 32 --threads 1
+    python benchmarks/quality/evaluate.py --checkpoints benchmarks/quality/checkpoints --prompts 32 --long-prompts 8 --threads 1
 
 Sections (--sections, default all): reference (real world clips of the prompts and the VAE's reconstructions
 of them: the scale and the ceiling), nfe (judge scores at NFE 1/2/4/8, teachers at 50 steps with CFG),
