@@ -1,7 +1,9 @@
 """Judge extra student checkpoints (ablations, intermediate exports) with the suite's conventions: the first N
-held-out prompts, seed = prompt index, uniform K-step grid warped by shift 5, no CFG; mean total ± SE per NFE.
+held-out prompts, seed = prompt index, uniform K-step grid warped by shift 5, no CFG unless --guidance is given
+(the suite gives teachers CFG 4 with the empty negative prompt); mean total ± SE per (checkpoint, NFE, CFG).
 
     python benchmarks/quality/judge_models.py runs/world/abl_e/model.safetensors --nfe 2 4 --prompts 32
+    python benchmarks/quality/judge_models.py benchmarks/quality/checkpoints/teacher.safetensors --nfe 50 --guidance 1 2 3 4
 
 Prints one line per (checkpoint, NFE); writes nothing. The VAE and text encoder default to the embedded default's.
 """
@@ -30,6 +32,8 @@ def main(argv=None) -> int:
     p.add_argument("--prompt-file", default=DEFAULT_PROMPTS)
     p.add_argument("--vae", default=DEFAULT_VAE)
     p.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER)
+    p.add_argument("--guidance", type=float, nargs="+", default=[1.0],
+                   help="CFG scales to try (1 = no CFG; otherwise the negative prompt is empty)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -39,8 +43,10 @@ def main(argv=None) -> int:
         model, info = load_dit(path)
         model.eval()
         for nfe in a.nfe:
-            totals = [bench.judged(model, info, nfe, i, guidance=1.0)[2]["total"] for i in range(len(prompts))]
-            print(f"{path} NFE {nfe}: total {mean(totals):.4f} ± {se(totals):.4f} ({len(totals)} prompts)", flush=True)
+            for cfg in a.guidance:
+                totals = [bench.judged(model, info, nfe, i, guidance=cfg)[2]["total"] for i in range(len(prompts))]
+                label = f"NFE {nfe}" + (f" CFG {cfg:g}" if cfg != 1.0 else "")
+                print(f"{path} {label}: total {mean(totals):.4f} ± {se(totals):.4f} ({len(totals)} prompts)", flush=True)
     return 0
 
 
