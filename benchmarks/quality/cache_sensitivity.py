@@ -86,7 +86,7 @@ def main(argv=None) -> int:
             r1, r2 = probe(model, info, encoder.encode([prompt])[0], i, a.steps)
             first.append(r1)
             second.append(r2)
-        ratio = [s / f for f, s in zip(first, second)]
+        ratio = [s / f if f > 0 else float("nan") for f, s in zip(first, second)]  # nan: noise-blind first chunk
         print(f"{path} K={a.steps}: first-chunk RMS {mean(first):.3f} ± {se(first):.3f}, second-chunk RMS "
               f"{mean(second):.3f} ± {se(second):.3f}, ratio {mean(ratio):.3f} ± {se(ratio):.3f} "
               f"({len(prompts)} prompts)", flush=True)

@@ -3,9 +3,10 @@ held-out prompts, seed = prompt index, uniform K-step grid warped by shift 5, no
 (the suite gives teachers CFG 4 with the empty negative prompt); mean total ± SE per (checkpoint, NFE, CFG).
 
     python benchmarks/quality/judge_models.py runs/world/abl_e/model.safetensors --nfe 2 4 --prompts 32
-    python benchmarks/quality/judge_models.py benchmarks/quality/checkpoints/teacher.safetensors --nfe 50 --guidance 1 2 3 4
+    python benchmarks/quality/judge_models.py benchmarks/quality/checkpoints/teacher.safetensors \\
+        --nfe 50 --guidance 1 2 3 4 6 8 --prompts 32
 
-Prints one line per (checkpoint, NFE); writes nothing. The VAE and text encoder default to the embedded default's.
+Prints one line per (checkpoint, NFE, CFG); writes nothing. The VAE and text encoder default to the embedded default's.
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def main(argv=None) -> int:
             for cfg in a.guidance:
                 totals = [bench.judged(model, info, nfe, i, guidance=cfg)[2]["total"] for i in range(len(prompts))]
                 label = f"NFE {nfe}" + (f" CFG {cfg:g}" if cfg != 1.0 else "")
-                print(f"{path} {label}: total {mean(totals):.4f} ± {se(totals):.4f} ({len(totals)} prompts)", flush=True)
+                print(f"{path} {label}: total {mean(totals):.4f} ± {se(totals):.4f} ({len(totals)} prompts)",
+                      flush=True)
     return 0
 
 
