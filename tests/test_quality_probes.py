@@ -1,10 +1,10 @@
 """The quality suite's command-line probes (benchmarks/quality/cache_sensitivity.py, judge_models.py) on the
-committed checkpoints: they measure what they say and refuse what they cannot measure."""
+committed checkpoints: they measure what they say and refuse what they cannot measure. (conftest runs every
+test on one thread, as the probes themselves default to.)"""
 import os
 import sys
 
 import pytest
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUALITY = os.path.join(ROOT, "benchmarks", "quality")
@@ -19,15 +19,7 @@ def _checkpoint(name: str) -> str:
     return path
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_cache_probe_is_zero_for_the_same_first_chunk_and_positive_for_another(one_thread):
+def test_cache_probe_is_zero_for_the_same_first_chunk_and_positive_for_another():
     import cache_sensitivity
     from generation import DEFAULT_TEXT_ENCODER
     from salt_core.checkpoints import load_dit
@@ -41,7 +33,7 @@ def test_cache_probe_is_zero_for_the_same_first_chunk_and_positive_for_another(o
     assert first > 0.05 and second > 0.05  # another first chunk changes it, and the change reaches chunk 2
 
 
-def test_cache_probe_refuses_a_bidirectional_model(capsys, one_thread):
+def test_cache_probe_refuses_a_bidirectional_model(capsys):
     import cache_sensitivity
 
     with pytest.raises(SystemExit):
@@ -49,7 +41,7 @@ def test_cache_probe_refuses_a_bidirectional_model(capsys, one_thread):
     assert "not a causal student" in capsys.readouterr().err
 
 
-def test_judge_models_labels_each_cfg_scale(capsys, one_thread):
+def test_judge_models_labels_each_cfg_scale(capsys):
     import judge_models
 
     assert judge_models.main([_checkpoint("teacher"), "--nfe", "1", "--prompts", "1", "--guidance", "1", "3"]) == 0

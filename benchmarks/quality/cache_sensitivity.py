@@ -26,8 +26,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 sys.path.insert(0, HERE)
 
+from consistency import latent_rms  # noqa: E402
 from generation import DEFAULT_PROMPTS, DEFAULT_TEXT_ENCODER, LATENT, SHIFT, read_prompts, trained_policy  # noqa: E402
 from salt_core.checkpoints import load_dit  # noqa: E402
+from salt_core.sampling.clip import draw, seeded_generator  # noqa: E402
 from salt_core.schedules import StepGrid  # noqa: E402
 from salt_core.text import load_text_encoder  # noqa: E402
 from stats import mean, se  # noqa: E402
@@ -37,14 +39,9 @@ OTHER_SEED = 1000  # the first chunk's noise of the second clip: seed i + OTHER_
 SECOND_SEED = 2000  # the shared second chunk's noise: seed i + SECOND_SEED
 
 
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.float() - b.float()).square().mean().sqrt().item()
-
-
 def noise(seed: int, frames: int) -> torch.Tensor:
     """[1, C, frames, h, w] standard normal noise from its own seeded generator."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn((1, LATENT[0], frames, *LATENT[2:]), generator=g)
+    return draw((1, LATENT[0], frames, *LATENT[2:]), seeded_generator(seed), "cpu")
 
 
 @torch.no_grad()
@@ -60,7 +57,7 @@ def probe(model, info, ctx: torch.Tensor, seed: int, steps: int, other_seed: int
                                  policy=trained_policy(info), transition=info.sampling.transition, seed=seed)
         clips.append(samples)  # [1, C, 2f, h, w]
     a, b = clips
-    return rms(a[:, :, :f], b[:, :, :f]), rms(a[:, :, f:], b[:, :, f:])
+    return latent_rms(a[:, :, :f], b[:, :, :f]), latent_rms(a[:, :, f:], b[:, :, f:])
 
 
 def main(argv=None) -> int:
