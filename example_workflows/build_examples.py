@@ -5,8 +5,8 @@
 
 The embedded-default workflows are run in-process with the pack's own node classes (no ComfyUI
 needed) and a few of their frames make the thumbnail; the Wan templates (user-supplied weights)
-get a title card. The API copies are converted from the UI files by salt_core.comfy_workflow,
-so they are exactly what `python -m salt_core.headless` submits for the UI files.
+get a title card. The API copies are converted from the UI files by salt_core.comfyui_client.workflow,
+so they are exactly what `python -m salt_core.comfyui_client` submits for the UI files.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ class Workflow:
 
     def add(self, kind: str, pos, widgets: dict | None = None, inputs: dict | None = None, title: str | None = None,
             size=None) -> int:
-        from salt_core.comfy_workflow import _has_control, widget_inputs
+        from salt_core.comfyui_client.workflow import _has_control, widget_inputs
 
         spec = self.info[kind]
         nid = len(self.nodes) + 1
@@ -339,7 +339,7 @@ def title_card(title: str, lines: list[str]):
 
 
 def build(run: bool = True) -> None:
-    from salt_core.comfy_workflow import ui_to_api
+    from salt_core.comfyui_client.workflow import ui_to_api
 
     info = object_info()
     (HERE / "api").mkdir(exist_ok=True)

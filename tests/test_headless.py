@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from salt_core import headless
-from salt_core.comfy_workflow import WorkflowError, apply_overrides, load_workflow, ui_to_api, widget_values
+from salt_core.comfyui_client import runner as headless
+from salt_core.comfyui_client.workflow import WorkflowError, apply_overrides, load_workflow, ui_to_api, widget_values
 
 OBJECT_INFO = {
     "Loader": {"input": {"required": {"name": [["a.safetensors", "b.safetensors"], {}]}},

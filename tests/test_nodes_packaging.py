@@ -89,7 +89,7 @@ def test_example_is_a_ui_workflow_with_thumbnail_and_api_copy(path):
         import build_examples
     finally:
         sys.path.remove(str(EXAMPLES))
-    from salt_core.comfy_workflow import ui_to_api
+    from salt_core.comfyui_client.workflow import ui_to_api
 
     ui = json.loads(path.read_text())
     assert ui["version"] == 0.4 and ui["last_node_id"] == len(ui["nodes"])

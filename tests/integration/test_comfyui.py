@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from salt_core import headless
-from salt_core.comfy_workflow import ui_to_api
+from salt_core.comfyui_client import runner as headless
+from salt_core.comfyui_client.workflow import ui_to_api
 from salt_core.video_io import read_mp4
 
 pytestmark = pytest.mark.skipif(
@@ -121,7 +121,7 @@ def test_embedded_example_makes_its_video(comfy, name):
 
 def test_headless_command_runs_a_ui_workflow(comfy, tmp_path):
     ui = EXAMPLES / "salt_t2v_embedded_default.json"
-    cmd = [sys.executable, "-m", "salt_core.headless", "--server", comfy.url, str(ui), "--out", str(tmp_path),
+    cmd = [sys.executable, "-m", "salt_core.comfyui_client", "--server", comfy.url, str(ui), "--out", str(tmp_path),
            "--set", "SaltSampler.seed=99", "--set", "SaltSampler.frames=9"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -214,7 +214,7 @@ def test_converter_reads_comfyuis_own_template_workflows(comfy):
     """The frontend-saved templates shipped with ComfyUI (comfyui-workflow-templates): each converts, or is
     refused with a WorkflowError (subgraphs, nodes missing on this server); converted ones have every
     required input."""
-    from salt_core.comfy_workflow import WorkflowError, is_ui_workflow
+    from salt_core.comfyui_client.workflow import WorkflowError, is_ui_workflow
 
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     where = subprocess.run([python, "-c", "import comfyui_workflow_templates as t, os; "

@@ -1,6 +1,6 @@
 """Run a saved ComfyUI workflow on a running ComfyUI server, without a browser.
 
-    python -m salt_core.headless --server http://127.0.0.1:8188 workflow.json --out videos/ \
+    python -m salt_core.comfyui_client --server http://127.0.0.1:8188 workflow.json --out videos/ \
         --set SaltSampler.seed=7 --set 'SaltTextEncode.text="a blue square moves right"'
 
 Accepts the UI format (what "Save" writes; converted with the server's /object_info) or the API
@@ -29,7 +29,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 
-from .comfy_workflow import WorkflowError, apply_overrides, is_ui_workflow, load_workflow, ui_to_api
+from .workflow import WorkflowError, apply_overrides, is_ui_workflow, load_workflow, ui_to_api
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -357,7 +357,7 @@ def run_workflow(server: str, workflow_text: str, out_dir: str = ".", overrides=
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m salt_core.headless", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m salt_core.comfyui_client", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("workflow", help="workflow JSON, UI format (Save) or API format (Export (API))")
     p.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
