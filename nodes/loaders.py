@@ -79,6 +79,7 @@ class SaltModelLoader:
 
     def load(self, model_name, dtype="auto", attention="sdpa", device="auto", offload=True):
         from salt_core.pipeline import load_salt_model
+        from salt_core.sampling.settings import describe_trained
 
         run_on = host.compute_device(device)
         load_on = host.offload_device() if offload else run_on
@@ -89,7 +90,9 @@ class SaltModelLoader:
         for note in model.notes:
             log.warning("salt: %s: %s", model.name, note)
         set_placement(model, device, offload)
-        return (model,)
+        trained = f"{model.name}: trained with {describe_trained(model.sampling)}"
+        log.info("salt: %s", trained)
+        return {"ui": {"text": [trained, *model.notes]}, "result": (model,)}
 
 
 class SaltVAELoader:

@@ -25,63 +25,72 @@ SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
 
 class SaltCachePolicy:
-    """Which past frames the KV cache of a causal model keeps."""
+    """Which past frames the KV cache of a causal model keeps: each setting overrides the model's trained one."""
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "policy": (list(POLICIES), {
-                    "default": "sink_window",
-                    "tooltip": "full: keep every past frame (memory grows, up to max_frames). window: keep the last "
-                               "window_frames (Self Forcing). sink_window: also keep the first sink_frames forever "
-                               "(LongLive); time and memory per chunk stay flat however long the video."}),
+                "policy": ([MODEL_DEFAULT, *POLICIES], {
+                    "default": MODEL_DEFAULT,
+                    "tooltip": "model default: the policy the model was trained with. full: keep every past frame "
+                               "(memory grows, up to max_frames). window: keep the last window_frames (Self "
+                               "Forcing). sink_window: also keep the first sink_frames forever (LongLive); time and "
+                               "memory per chunk stay flat however long the video."}),
                 "window_frames": ("INT", {
-                    "default": 12, "min": 1, "max": 4096,
-                    "tooltip": "window / sink_window: past latent frames kept (1 latent frame = 4 video frames)."}),
+                    "default": 0, "min": 0, "max": 4096,
+                    "tooltip": "window / sink_window: past latent frames kept (1 latent frame = 4 video frames); "
+                               "0 = the model's."}),
                 "sink_frames": ("INT", {
-                    "default": 3, "min": 1, "max": 4096,
-                    "tooltip": "sink_window: first latent frames kept for the whole video."}),
+                    "default": 0, "min": 0, "max": 4096,
+                    "tooltip": "sink_window: first latent frames kept for the whole video; 0 = the model's."}),
                 "max_frames": ("INT", {
-                    "default": 1024, "min": 1, "max": 1_000_000,
-                    "tooltip": "full: the most latent frames the cache may hold; longer videos stop with an error."}),
-                "positions": (list(POSITIONS), {
-                    "default": "absolute",
+                    "default": 0, "min": 0, "max": 1_000_000,
+                    "tooltip": "full: the most latent frames the cache may hold (longer videos stop with an error "
+                               "before sampling); 0 = the model's, widened to the video."}),
+                "positions": ([MODEL_DEFAULT, *POSITIONS], {
+                    "default": MODEL_DEFAULT,
                     "tooltip": "absolute: RoPE index = true frame index (what released checkpoints were trained "
                                "with; limited by the RoPE table). cache_relative: cached frames are re-indexed at "
-                               "attention time (no length limit)."}),
+                               "attention time (no length limit). model default: as trained."}),
                 "context_t": ("FLOAT", {
-                    "default": 0.0, "min": 0.0, "max": 1000.0, "step": 1.0,
-                    "tooltip": "Timestep of the context pass that writes a finished chunk into the cache (0 = clean)."}),
+                    "default": -1.0, "min": -1.0, "max": 1000.0, "step": 1.0,
+                    "tooltip": "Timestep of the context pass that writes a finished chunk into the cache (0 = clean); "
+                               "-1 = the model's."}),
                 "recache_on_switch": ("BOOLEAN", {
                     "default": True,
                     "tooltip": "On a prompt switch, recompute the cached frames' keys/values under the new prompt "
                                "(LongLive re-cache) instead of only swapping the cross-attention prompt."}),
-            }
+            },
+            "optional": {
+                "model": ("SALT_MODEL", {"tooltip": "Connect the model to show the policy it was trained with."}),
+            },
         }
 
     RETURN_TYPES = ("SALT_CACHE_POLICY",)
     RETURN_NAMES = ("cache_policy",)
-    OUTPUT_TOOLTIPS = ("The KV-cache memory policy for SaltSampler (ignored by bidirectional models).",)
+    OUTPUT_TOOLTIPS = ("KV-cache overrides for SaltSampler, applied on top of the model's trained policy (ignored "
+                       "when nothing is set).",)
     FUNCTION = "build"
     CATEGORY = "Salt"
-    DESCRIPTION = "Chooses the KV-cache memory policy of an autoregressive (causal) model."
+    DESCRIPTION = ("Chooses the KV-cache memory policy of an autoregressive (causal) model; settings left at "
+                   "'model default' / 0 keep what the model was trained with.")
 
-    def build(self, policy, window_frames=12, sink_frames=3, max_frames=1024, positions="absolute", context_t=0.0,
-              recache_on_switch=True):
-        from salt_core.kv_cache import CachePolicy
+    def build(self, policy=MODEL_DEFAULT, window_frames=0, sink_frames=0, max_frames=0, positions=MODEL_DEFAULT,
+              context_t=-1.0, recache_on_switch=True, model=None):
+        from salt_core.sampling.settings import CacheOverrides
 
-        if policy not in POLICIES:
-            raise ValueError(f"cache policy {policy!r} is unknown; allowed: {list(POLICIES)}")
-        return (CachePolicy(
-            policy,
-            window_frames=window_frames if policy != "full" else 0,
-            sink_frames=sink_frames if policy == "sink_window" else 0,
-            max_frames=max_frames,
-            positions=positions,
-            context_t=float(context_t),
-            recache_on_switch=bool(recache_on_switch),
-        ),)
+        overrides = CacheOverrides(
+            kind=None if policy == MODEL_DEFAULT else policy,
+            window_frames=window_frames or None, sink_frames=sink_frames or None, max_frames=max_frames or None,
+            positions=None if positions == MODEL_DEFAULT else positions,
+            context_t=None if context_t is None or context_t < 0 else float(context_t),
+            recache_on_switch=bool(recache_on_switch))
+        if model is None:
+            return (overrides,)
+        trained = model.trained_policy
+        text = f"{model.name} was trained with: " + (trained.describe() if trained else "no recorded cache policy")
+        return {"ui": {"text": [text]}, "result": (overrides,)}
 
 
 # ---- helpers (input parsing only; the sampling itself is salt_core.pipeline) ----------------------
@@ -187,11 +196,10 @@ class _ChunkPreview:
         if vae is not None and last.shape[1] == vae.config.z_dim:
             from PIL import Image
 
-            from salt_core.video_io import frames_from_model_space, to_uint8_frames
+            from salt_core.vae import decode_to_frames
+            from salt_core.video_io import to_uint8_frames
 
-            p = next(vae.parameters())
-            px = vae.decode(self.model.to_raw_latents(last).to(p.device, p.dtype))
-            frame = to_uint8_frames(frames_from_model_space(px.float()))[0]
+            frame = to_uint8_frames(decode_to_frames(vae, last, self.model.latent_format))[0]
             return ("JPEG", Image.fromarray(frame.numpy()), host.preview_max_size())
         if self.core is not None:
             return self.core.decode_latent_to_preview_image("JPEG", last)
@@ -243,8 +251,9 @@ class SaltSampler:
                 "schedule": ("SALT_PROMPT_SCHEDULE", {
                     "tooltip": "A prompt timeline from SaltPromptSchedule (instead of conditioning)."}),
                 "cache_policy": ("SALT_CACHE_POLICY", {
-                    "tooltip": "KV-cache memory policy from SaltCachePolicy; default: the policy the model was trained "
-                               "under (stored in its file by our trainer), else keep every frame of the video."}),
+                    "tooltip": "KV-cache overrides from SaltCachePolicy, applied on top of the policy the model was "
+                               "trained with (without it: exactly the trained policy; a model that records none keeps "
+                               "every frame of the video)."}),
             },
         }
 
@@ -260,18 +269,23 @@ class SaltSampler:
     def sample(self, model, width, height, frames, steps=0, timesteps="", transition=MODEL_DEFAULT, seed=0,
                chunk_frames=0, conditioning=None, schedule=None, cache_policy=None):
         from salt_core.pipeline import stream_latents
-        from salt_core.validation import check_chunking, latent_frames_for, latent_size_for
+        from salt_core.sampling.settings import CacheOverrides, SamplingOverrides
+        from salt_core.validation import latent_frames_for
 
-        latent_frames = latent_frames_for(frames)
-        latent_size_for(height, width)
-        causal = model.sampling.causal
-        chunk = (chunk_frames or model.sampling.chunk_frames) if causal else latent_frames
-        total = check_chunking(latent_frames, chunk) if causal else 1
+        if cache_policy is not None and not isinstance(cache_policy, CacheOverrides):
+            raise ValueError(f"cache_policy must come from SaltCachePolicy, got {type(cache_policy).__name__}")
+        overrides = SamplingOverrides(
+            steps=steps or None, timesteps=parse_timesteps(timesteps),
+            transition=None if transition == MODEL_DEFAULT else transition,
+            chunk_frames=chunk_frames or None if model.sampling.causal else None,
+            cache=cache_policy or CacheOverrides())
+        plan = model.plan(overrides, frames=frames, height=height, width=width)  # every check before any compute
+        for note in plan.notes:
+            log.info("salt: SaltSampler: %s", note)
+        chunk = plan.layout.chunk_frames if plan.causal else latent_frames_for(frames)
+        total = plan.layout.num_chunks if plan.causal else 1
         prompts = _prompts(model, conditioning, schedule, frames, chunk)
-        options = dict(width=width, height=height, frames=frames, steps=steps or None,
-                       timesteps=parse_timesteps(timesteps),
-                       transition=None if transition == MODEL_DEFAULT else transition,
-                       seed=seed, chunk_frames=chunk if causal else None, policy=cache_policy)
+        options = dict(width=width, height=height, frames=frames, overrides=overrides, seed=seed)
 
         progress = host.Progress(total)
         preview = _ChunkPreview(model, enabled=progress.bar is not None)

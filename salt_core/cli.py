@@ -1,102 +1,235 @@
-"""`python -m salt_core generate ...`: text to video on a bare machine (embedded default when no checkpoint)."""
+"""`python -m salt_core generate ...`: text to video on a bare machine (the embedded default when no checkpoint).
+
+Every setting left unset keeps what the model was trained with (printed at the start); what you set is applied on
+top of it. Commands: `generate`, `info` (what a model was trained with), `vocabulary` (the words the embedded
+default's text encoder knows).
+"""
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 import time
+import warnings
 
-import torch
+from .kv_cache import POLICIES, POSITIONS
 
-from .kv_cache import POLICIES, POSITIONS, CachePolicy
+MAX_FRAMES = 1_000_000  # ~17 h at 16 fps: a longer request is taken for a typo
+MAX_SIDE = 8192  # pixels per side
+EMBEDDED_SIZE = (64, 64)  # the embedded default's (height, width)
 
 
-def _policy(args) -> CachePolicy | None:
-    if args.policy is None:
-        return None
-    return CachePolicy(
-        args.policy,
-        window_frames=args.window if args.policy != "full" else 0,
-        sink_frames=args.sink if args.policy == "sink_window" else 0,
-        positions=args.positions,
-    )
+def _positive(kind, name: str, low=1, high=None):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{name} must be finite, got {text!r}")
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{name} must be {bound}, got {text!r}")
+        return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m salt_core", description=__doc__)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="python -m salt_core", description=__doc__, formatter_class=fmt)
     sub = p.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="generate an MP4 from a text prompt")
-    g.add_argument("--prompt", required=True, help="text prompt")
+    g = sub.add_parser("generate", help="generate an MP4 from a text prompt", formatter_class=fmt,
+                       description="Text to video. Unset sampling options keep the model's trained values "
+                                   "(see `python -m salt_core info`).")
+    g.add_argument("--prompt", required=True, help="text prompt (the embedded default knows the words listed by "
+                                                   "`python -m salt_core vocabulary`)")
     g.add_argument("--out", required=True, help="output .mp4 path")
     g.add_argument("--checkpoint", default=None, help="DiT checkpoint (default: the embedded default model)")
     g.add_argument("--vae", default=None, help="VAE checkpoint (default: the one bundled with the model)")
-    g.add_argument("--frames", type=int, default=None, help="pixel frames, 4k+1 (default: from --seconds)")
-    g.add_argument("--seconds", type=float, default=4.0, help="video length when --frames is not given")
-    g.add_argument("--height", type=int, default=64)
-    g.add_argument("--width", type=int, default=64)
-    g.add_argument("--fps", type=float, default=16.0)
-    g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's trained grid)")
-    g.add_argument("--timesteps", type=float, nargs="+", default=None, help="explicit timesteps (0..1000, un-shifted)")
-    g.add_argument("--transition", choices=["renoise", "ode"], default=None)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--chunk-frames", type=int, default=None, help="latent frames per chunk (causal models)")
-    g.add_argument("--policy", choices=POLICIES, default=None, help="KV-cache memory policy (causal models); default: the one the model was trained under, else full")
-    g.add_argument("--window", type=int, default=6, help="window/sink_window: past latent frames kept")
-    g.add_argument("--sink", type=int, default=1, help="sink_window: first latent frames kept")
-    g.add_argument("--positions", choices=POSITIONS, default="absolute")
-    g.add_argument("--device", default="cpu")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    g.add_argument("--frames", type=_positive(int, "--frames", 1, MAX_FRAMES), default=None,
+                   help="video frames, 4k+1 (default: from --seconds)")
+    g.add_argument("--seconds", type=_positive(float, "--seconds", 1e-3, MAX_FRAMES / 8.0), default=4.0,
+                   help="video length when --frames is not given (rounded up to whole chunks)")
+    g.add_argument("--height", type=_positive(int, "--height", 16, MAX_SIDE), default=None,
+                   help="height in pixels, a multiple of 16 (default: the model's trained height; 64 for the "
+                        "embedded default)")
+    g.add_argument("--width", type=_positive(int, "--width", 16, MAX_SIDE), default=None,
+                   help="width in pixels, a multiple of 16 (default: the model's trained width; 64 for the "
+                        "embedded default)")
+    g.add_argument("--fps", type=_positive(float, "--fps", 0.1, 240.0), default=16.0, help="frames per second")
+    g.add_argument("--steps", type=_positive(int, "--steps", 0, 1000), default=0,
+                   help="denoising steps; 0 = the model's trained grid")
+    g.add_argument("--timesteps", type=float, nargs="+", default=None,
+                   help="explicit timesteps on the 0..1000 scale before the shift (overrides --steps)")
+    g.add_argument("--transition", choices=["renoise", "ode"], default=None, help="default: the model's")
+    g.add_argument("--seed", type=_positive(int, "--seed", 0, 2**64 - 1), default=0,
+                   help="random seed: the same seed and settings give the same video on any device")
+    g.add_argument("--chunk-frames", type=_positive(int, "--chunk-frames", 0, 4096), default=0,
+                   help="latent frames per chunk (causal models); 0 = the model's")
+    c = g.add_argument_group("KV cache of causal models (each unset value keeps the trained policy's)")
+    c.add_argument("--policy", choices=POLICIES, default=None, help="memory policy")
+    c.add_argument("--window", type=_positive(int, "--window", 1, 1_000_000), default=None,
+                   help="window / sink_window: past latent frames kept")
+    c.add_argument("--sink", type=_positive(int, "--sink", 1, 1_000_000), default=None,
+                   help="sink_window: first latent frames kept for the whole video")
+    c.add_argument("--max-frames", type=_positive(int, "--max-frames", 1, MAX_FRAMES), default=None,
+                   help="full: the most latent frames the cache may hold")
+    c.add_argument("--positions", choices=POSITIONS, default=None,
+                   help="absolute: RoPE index = true frame index (limited to the RoPE table); cache_relative: "
+                        "cached frames re-indexed (no length limit)")
+    c.add_argument("--context-t", type=_positive(float, "--context-t", 0.0, 1000.0), default=None,
+                   help="timestep of the context pass that commits a finished chunk")
+    g.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N, mps")
+    g.add_argument("--threads", type=_positive(int, "--threads", 1, 4096), default=None,
+                   help="CPU threads for torch (default: torch's choice)")
+    for name, text in (("info", "print what a model was trained with"),
+                       ("vocabulary", "print the words the model's text encoder knows")):
+        s = sub.add_parser(name, help=text, formatter_class=fmt)
+        s.add_argument("--checkpoint", default=None, help="DiT checkpoint (default: the embedded default model)")
     return p
 
 
+def overrides_from(args):
+    from .sampling.settings import CacheOverrides, SamplingOverrides
+
+    cache = CacheOverrides(kind=args.policy, window_frames=args.window, sink_frames=args.sink,
+                           max_frames=args.max_frames, positions=args.positions, context_t=args.context_t)
+    return SamplingOverrides(steps=args.steps or None, timesteps=args.timesteps, transition=args.transition,
+                             chunk_frames=args.chunk_frames or None, cache=cache)
+
+
+def frames_for(args, model) -> int:
+    """--frames as given, else the shortest whole-chunk video lasting --seconds."""
+    from .pipeline import frames_for_seconds
+
+    if args.frames is not None:
+        return args.frames
+    chunk = (args.chunk_frames or model.sampling.chunk_frames) if model.sampling.causal else 1
+    return frames_for_seconds(args.seconds, args.fps, chunk, limit=MAX_FRAMES)
+
+
+def check_out(path: str) -> None:
+    """Refuse, before sampling, an --out that cannot be written."""
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        raise ValueError(f"--out {path!r} is a directory; give a file name such as {os.path.join(path, 'video.mp4')}")
+    parent = os.path.dirname(target)
+    probe = parent
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ValueError(f"--out {path!r}: {probe!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path!r}: no permission to write in {probe!r}")
+
+
+def _load(args, device=None):
+    from .pipeline import load_salt_model
+
+    return load_salt_model(args.checkpoint, device=device or "cpu")
+
+
 def generate(args) -> int:
-    from .pipeline import decode_stream, default_frames, encode_prompt, load_salt_model, stream_latents
+    import torch
+
+    from .devices import resolve_device
+    from .pipeline import decode_stream, encode_prompt, stream_latents
+    from .sampling.settings import describe_trained
+    from .vae import check_formats
     from .video_io import write_mp4
 
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_out(args.out)
     t0 = time.perf_counter()
-    model = load_salt_model(args.checkpoint, device=args.device)
+    model = _load(args, device)
     for note in model.notes:
         print(f"note: {note}", file=sys.stderr)
     vae = model.vae
     if args.vae is not None:
         from .checkpoints import load_vae
 
-        vae = load_vae(args.vae, device=args.device)[0].eval()
+        vae = load_vae(args.vae, device=device)[0].eval()
     if vae is None:
         raise ValueError(f"model {model.name!r} has no bundled VAE: pass --vae PATH (a Wan 2.1 VAE file)")
+    check_formats(model.latent_format, vae, f"model {model.name!r}")  # before any compute
+    trained_hw = model.sampling.resolution or (EMBEDDED_SIZE if model.source.endswith("default") else None)
+    height = args.height or (trained_hw or EMBEDDED_SIZE)[0]
+    width = args.width or (trained_hw or EMBEDDED_SIZE)[1]
+    frames = frames_for(args, model)
+    plan = model.plan(overrides_from(args), frames=frames, height=height, width=width)
+    print(f"model {model.name!r}: trained with {describe_trained(model.sampling)}", file=sys.stderr)
+    if trained_hw and (height, width) != tuple(trained_hw):
+        plan_notes = (f"size {width}x{height}: the model was trained at {trained_hw[1]}x{trained_hw[0]}; "
+                      "other sizes may not draw what it learnt",)
+    else:
+        plan_notes = ()
+    for note in plan.notes + plan_notes:
+        print(f"note: {note}", file=sys.stderr)
     context, unknown = encode_prompt(model, args.prompt)
     if unknown:
         print(f"warning: words unknown to the text encoder (encoded as <unk>): {', '.join(unknown)}", file=sys.stderr)
     load_s = time.perf_counter() - t0
-    frames = args.frames or default_frames(model, args.seconds, args.fps, args.chunk_frames)
 
     t1 = time.perf_counter()
     with torch.inference_mode():
-        chunks = (c.latents for c in stream_latents(
-            model, context, width=args.width, height=args.height, frames=frames, steps=args.steps,
-            timesteps=args.timesteps, transition=args.transition, seed=args.seed,
-            chunk_frames=args.chunk_frames, policy=_policy(args),
-        ))
+        chunks = (c.latents for c in stream_latents(model, context, width=width, height=height, frames=frames,
+                                                    overrides=overrides_from(args), seed=args.seed))
         path, n = write_mp4(args.out, decode_stream(model, vae, chunks), fps=args.fps)
     gen_s = time.perf_counter() - t1
     video_s = n / args.fps
     print(
-        f"wrote {path}: {n} frames {args.width}x{args.height} @ {args.fps:g} fps ({video_s:.2f} s of video) "
+        f"wrote {path}: {n} frames {width}x{height} @ {args.fps:g} fps ({video_s:.2f} s of video) "
         f"with model {model.name!r}; load {load_s:.2f} s, generate+decode+encode {gen_s:.2f} s "
         f"(real-time factor {gen_s / video_s:.2f}: {'faster' if gen_s < video_s else 'slower'} than real time)"
     )
     return 0
 
 
+def info(args) -> int:
+    from .sampling.settings import describe_trained
+
+    model = _load(args)
+    print(f"{model.name}: {describe_trained(model.sampling)}")
+    if model.sampling.resolution:
+        print(f"trained at {model.sampling.resolution[1]}x{model.sampling.resolution[0]} pixels")
+    for note in model.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def vocabulary(args) -> int:
+    model = _load(args)
+    if model.text_encoder is None:
+        raise ValueError(f"model {model.name!r} has no bundled text encoder (real Wan models read umT5 embeddings)")
+    words = sorted(model.text_encoder.vocab)
+    print(f"{len(words)} words known to {model.name!r}'s text encoder (other words become <unk> and are reported):")
+    print(" ".join(words))
+    return 0
+
+
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
+    from .checkpoints import CheckpointError
+    from .text.model import UnknownWordsWarning
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.showwarning = _one_line_warnings
+    warnings.filterwarnings("ignore", category=UnknownWordsWarning)  # `generate` reports the words itself
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "generate":
-            return generate(args)
-    except ValueError as e:
+        return {"generate": generate, "info": info, "vocabulary": vocabulary}[args.command](args)
+    except (ValueError, CheckpointError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 1
+    except OSError as e:
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2

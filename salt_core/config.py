@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Optional
 
-
-def fields_from_dict(cls, d: dict) -> dict:
-    """Check that d names only fields of the dataclass cls; a clear error lists the unknown ones."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown fields {unknown}; expected a subset of {sorted(known)}")
-    return dict(d)
+from .fields import fields_from_dict  # noqa: F401  (re-exported: the configs' one home for it)
+from .kv_cache import CachePolicy
+from .schedules import TimestepConvention
 
 
 @dataclass(frozen=True)
@@ -73,25 +69,56 @@ def dit_preset(name: str) -> DiTConfig:
 
 @dataclass(frozen=True)
 class SamplingDefaults:
-    """What a checkpoint was trained for; stored in our checkpoint header so loaders need no guessing."""
+    """What a checkpoint was trained for, stored typed in our checkpoint header so loaders need no guessing.
+    User choices at sampling time are applied on top of these (salt_core.sampling.settings), never instead."""
 
     causal: bool = False
     chunk_frames: int = 3
     shift: float = 5.0
     timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)  # before the shift warp
     transition: str = "renoise"
-    context_t: float = 0.0
     integer_timesteps: bool = False  # official Wan truncates t to int; Self Forcing / ComfyUI pass floats
+    cache: Optional[CachePolicy] = None  # causal: the KV-cache policy it was trained under (None = not known)
+    resolution: Optional[tuple[int, int]] = None  # (height, width) in pixels it was trained at (None = not known)
     train_iterations: int = 0  # optimisation steps the weights were trained for (the sampling grid is `timesteps`)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timesteps", tuple(float(t) for t in self.timesteps))
+        if self.resolution is not None:
+            if len(self.resolution) != 2 or any(int(v) < 1 for v in self.resolution):
+                raise ValueError(f"SamplingDefaults: resolution must be (height, width) > 0, got {self.resolution!r}")
+            object.__setattr__(self, "resolution", (int(self.resolution[0]), int(self.resolution[1])))
+        if self.cache is not None and not isinstance(self.cache, CachePolicy):
+            raise ValueError(f"SamplingDefaults: cache must be a CachePolicy, got {type(self.cache).__name__}")
+        if self.cache is not None and not self.causal:
+            raise ValueError("SamplingDefaults: a cache policy only applies to causal models (causal=false here)")
+        if self.causal and (not isinstance(self.chunk_frames, int) or self.chunk_frames < 1):
+            raise ValueError(f"SamplingDefaults: chunk_frames={self.chunk_frames!r} must be a positive integer")
+
+    @property
+    def timestep_convention(self) -> TimestepConvention:
+        return TimestepConvention(integer=bool(self.integer_timesteps))
+
+    @property
+    def context_t(self) -> float:
+        """Timestep of the context pass that commits a finished chunk (0 = clean) — the cache policy's."""
+        return self.cache.context_t if self.cache is not None else 0.0
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["timesteps"] = list(self.timesteps)
+        d["cache"] = self.cache.to_dict() if self.cache is not None else None
+        d["resolution"] = list(self.resolution) if self.resolution is not None else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplingDefaults":
+        d = dict(d)
+        legacy_context_t = float(d.pop("context_t", 0.0) or 0.0)  # headers before the typed cache policy
         d = fields_from_dict(cls, d)
-        if "timesteps" in d:
-            d["timesteps"] = tuple(float(t) for t in d["timesteps"])
+        cache = d.get("cache")
+        if isinstance(cache, dict):
+            d["cache"] = CachePolicy.from_dict(cache)
+        elif cache is None and d.get("causal") and legacy_context_t:
+            d["cache"] = CachePolicy(context_t=legacy_context_t)
         return cls(**d)

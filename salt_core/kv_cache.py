@@ -1,4 +1,5 @@
-"""The KV cache of the causal DiT and its memory policies (DESIGN §4).
+"""The KV cache of the causal DiT and its memory policies (full, window, sink_window; absolute or cache-relative
+positions).
 
 Layout, per layer: one preallocated buffer of frame slots, `[B, heads, slots * tokens_per_frame, head_dim]`.
 Slots [0, S) hold sink frames, the next slots form a ring of the last N frames (or, for `full`, grow
@@ -17,6 +18,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from .fields import fields_from_dict
 from .rope import RopeTable, apply_rope
 
 POLICIES = ("full", "window", "sink_window")
@@ -80,6 +82,45 @@ class CachePolicy:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CachePolicy":
+        return cls(**fields_from_dict(cls, d))
+
+    def largest_position(self, latent_frames: int, chunk_frames: int) -> int:
+        """The largest RoPE frame index a video of `latent_frames` in chunks of `chunk_frames` uses: the last frame
+        index with absolute positions; with cache_relative the cached frames' ranks plus the chunk."""
+        if self.positions == "absolute":
+            return latent_frames - 1
+        return min(latent_frames - chunk_frames, self.capacity) + chunk_frames - 1
+
+    def check_length(self, latent_frames: int, chunk_frames: int, rope_positions: int) -> None:
+        """Refuse, before any compute, a video whose positions would run past the RoPE table, naming the limit."""
+        top = self.largest_position(latent_frames, chunk_frames)
+        if top < rope_positions:
+            return
+        longest = rope_positions if self.positions == "absolute" else None
+        if self.positions == "absolute":
+            raise ValueError(
+                f"positions 'absolute' index latent frames by their true number, up to {top} here, but the model's "
+                f"RoPE table has {rope_positions} positions: at most {longest} latent frames "
+                f"({1 + 4 * (longest - 1)} video frames) with absolute positions; use positions 'cache_relative' "
+                "with a 'window' or 'sink_window' cache (no length limit)")
+        raise ValueError(
+            f"a '{self.kind}' cache keeps {min(latent_frames - chunk_frames, self.capacity)} past latent frames here, "
+            f"which with cache_relative positions need indices up to {top}; the model's RoPE table has "
+            f"{rope_positions}: use a 'window' or 'sink_window' cache (no length limit) or at most {rope_positions} "
+            "latent frames")
+
+    def describe(self) -> str:
+        """One line for people: 'window 6 (cache_relative), context_t 0'."""
+        if self.kind == "full":
+            size = f"full (up to {self.max_frames} frames)"
+        elif self.kind == "window":
+            size = f"window {self.window_frames}"
+        else:
+            size = f"sink {self.sink_frames} + window {self.window_frames}"
+        return f"{size}, {self.positions} positions, context_t {self.context_t:g}"
 
 
 @dataclass

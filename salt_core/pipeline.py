@@ -1,15 +1,14 @@
 """The generation pipeline shared by the CLI and the ComfyUI nodes.
 
-prompt -> text embedding -> latents, chunk by chunk (causal) or whole clip (bidirectional)
--> streaming VAE decode -> frames. Latents inside the pipeline are in the model's normalised space;
-`SaltModel.to_raw_latents` converts to raw Wan VAE space (ComfyUI's LATENT convention).
+prompt -> text embedding -> latents, chunk by chunk (causal) or whole clip (bidirectional), under the model's
+trained settings with the user's overrides on top -> streaming VAE decode -> frames. Latents inside the pipeline
+are in the model's normalised space; `SaltModel.to_raw_latents` converts to raw VAE space (ComfyUI's LATENT).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -19,12 +18,10 @@ import torch
 from .config import SamplingDefaults, dit_preset
 from .dit import WanDiT
 from .kv_cache import CachePolicy
-from .sampling import ChunkResult, PromptSegment, sample_clip, stream_ar
-from .sampling.autoregressive import collect_chunks
-from .schedules import resolve_grid
-from .vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, WanVAE, vae_preset
-from .validation import check_chunking, latent_frames_for, latent_size_for
-from .video_io import frames_from_model_space
+from .sampling import ChunkResult, PromptSegment, collect_chunks, sample_clip, stream_ar
+from .sampling.settings import NO_OVERRIDES, SamplingOverrides, SamplingPlan, plan_sampling
+from .vae import WAN21_LATENT_FORMAT, FrameDecoder, LatentFormat, WanVAE, vae_preset
+from .validation import VAE_TIME, latent_frames_for, latent_size_for, pixel_frames_for
 
 log = logging.getLogger("salt")
 
@@ -48,26 +45,34 @@ class SaltModel:
     text_encoder: Optional[object] = None  # tiny encoder of the embedded default
     vae: Optional[WanVAE] = None  # bundled VAE (embedded default)
     notes: tuple[str, ...] = ()
-    trained_policy: Optional[CachePolicy] = None  # the KV-cache policy a causal student was trained under
+    latent_format: Optional[LatentFormat] = None  # the normalised space it works in; None = not recorded
 
-    def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.vae is not None:
-            mean, std = self.vae.config.latent_mean, self.vae.config.latent_std
-        else:
-            mean, std = WAN21_LATENT_MEAN, WAN21_LATENT_STD
-        C = z.shape[1]
-        m = torch.tensor(mean if len(mean) == C else [0.0] * C, dtype=z.dtype, device=z.device)
-        s = torch.tensor(std if len(std) == C else [1.0] * C, dtype=z.dtype, device=z.device)
-        return m.view(1, C, 1, 1, 1), s.view(1, C, 1, 1, 1)
+    def __post_init__(self) -> None:
+        if self.latent_format is None and self.vae is not None:
+            self.latent_format = self.vae.config.latent_format
+
+    @property
+    def trained_policy(self) -> Optional[CachePolicy]:
+        return self.sampling.cache
+
+    def output_format(self) -> LatentFormat:
+        """The format raw LATENTs are written in: the model's own; Wan 2.1's when the model records none."""
+        return self.latent_format or WAN21_LATENT_FORMAT
 
     def to_raw_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised model latents -> raw VAE space: z·std + mean."""
-        m, s = self._stats(z)
-        return z * s + m
+        """Normalised model latents -> raw VAE space."""
+        return self.output_format().to_raw(z)
 
     def from_raw_latents(self, z: torch.Tensor) -> torch.Tensor:
-        m, s = self._stats(z)
-        return (z - m) / s
+        return self.output_format().from_raw(z)
+
+    def plan(self, overrides: SamplingOverrides, *, frames: int, height: int, width: int, batch: int = 1) -> SamplingPlan:
+        """The settings a video of this size samples with: trained values + `overrides`, all checked up front."""
+        T, hw = latent_frames_for(frames), latent_size_for(height, width)
+        c = self.dit.config
+        self.dit.rope.check_grid(hw[0] // c.patch_size[1], hw[1] // c.patch_size[2])
+        return plan_sampling(self.sampling, overrides, latent_frames=T, latent_hw=hw, batch=batch,
+                             rope_positions=c.rope_max_positions)
 
 
 def random_default(device="cpu", seed: int = 0) -> SaltModel:
@@ -93,34 +98,9 @@ def load_salt_model(
 
     dit, info = load_dit(path, device=device, dtype=dtype)
     dit.set_attention_backend(attention)
+    fmt = WAN21_LATENT_FORMAT if info.format != "salt" else None  # foreign files are Wan 2.1 models
     return SaltModel(dit.eval(), info.sampling, Path(path).name, str(path),
-                     notes=tuple(getattr(info, "notes", ()) or ()), trained_policy=trained_cache_policy(info.metadata))
-
-
-def trained_cache_policy(metadata: dict, source: str = "checkpoint") -> Optional[CachePolicy]:
-    """The cache policy our trainer stored in a causal student's header (`salt_trainer_cache_policy`), or None.
-    A malformed entry is logged and ignored (generation then uses the caller's or the default policy)."""
-    raw = (metadata or {}).get("salt_trainer_cache_policy")
-    if not raw:
-        return None
-    try:
-        fields = json.loads(raw) if isinstance(raw, str) else dict(raw)
-        known = {f.name for f in dataclasses.fields(CachePolicy)}
-        return CachePolicy(**{k: v for k, v in fields.items() if k in known})
-    except (TypeError, ValueError) as e:
-        log.warning("salt: %s: ignoring its stored cache policy %r (%s)", source, raw, e)
-        return None
-
-
-def default_policy(model: SaltModel, latent_frames: int) -> CachePolicy:
-    """The policy used when the caller gives none: the one the model was trained under (a `full` one widened to
-    the requested length), else `full` over the whole video."""
-    trained = model.trained_policy
-    if trained is None:
-        return CachePolicy("full", max_frames=max(latent_frames, 1))
-    if trained.kind == "full" and trained.max_frames < latent_frames:
-        return dataclasses.replace(trained, max_frames=latent_frames)
-    return trained
+                     notes=tuple(getattr(info, "notes", ()) or ()), latent_format=fmt)
 
 
 def _load_embedded_default(device, dtype, attention) -> SaltModel:
@@ -131,8 +111,7 @@ def _load_embedded_default(device, dtype, attention) -> SaltModel:
     dit.set_attention_backend(attention)
     vae = load_vae(str(DEFAULT_ASSETS / "vae.safetensors"), device=device)[0]
     text = load_text_encoder(str(DEFAULT_ASSETS / "text_encoder.safetensors"))
-    return SaltModel(dit.eval(), info.sampling, "embedded-default", str(DEFAULT_ASSETS), text, vae.eval(),
-                     trained_policy=trained_cache_policy(info.metadata, "embedded default"))
+    return SaltModel(dit.eval(), info.sampling, "embedded-default", str(DEFAULT_ASSETS), text, vae.eval())
 
 
 def encode_prompt(model: SaltModel, text: str) -> tuple[torch.Tensor, list[str]]:
@@ -161,13 +140,24 @@ def _hashed_embedding(text: str, dim: int, device) -> torch.Tensor:
     return torch.stack(rows).unsqueeze(0).to(device)
 
 
+def frames_for_seconds(seconds: float, fps: float, chunk: int = 1, limit: Optional[int] = None) -> int:
+    """The shortest 4k+1 pixel-frame count lasting >= seconds at fps whose latent frames fill whole chunks (O(1))."""
+    if not (math.isfinite(seconds) and seconds > 0 and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"the video length must be a positive, finite time at a positive frame rate; got "
+                         f"{seconds!r} s at {fps!r} fps")
+    need = math.ceil(seconds * fps - 1e-9)  # pixel frames
+    latent = max(1, math.ceil((need - 1) / VAE_TIME) + 1)
+    latent = math.ceil(latent / chunk) * chunk
+    frames = pixel_frames_for(latent)
+    if limit is not None and frames > limit:
+        raise ValueError(f"{seconds:g} s at {fps:g} fps is {frames} frames, more than the {limit} allowed")
+    return frames
+
+
 def default_frames(model: SaltModel, seconds: float, fps: float, chunk_frames: Optional[int] = None) -> int:
-    """The shortest 4k+1 pixel-frame count lasting >= seconds whose latent frames fill whole chunks."""
+    """The shortest 4k+1 pixel-frame count lasting >= seconds whose latent frames fill the model's chunks."""
     chunk = (chunk_frames or model.sampling.chunk_frames) if model.sampling.causal else 1
-    latent = 1
-    while (1 + 4 * (latent - 1)) < seconds * fps or latent % chunk:
-        latent += 1
-    return 1 + 4 * (latent - 1)
+    return frames_for_seconds(seconds, fps, chunk)
 
 
 def stream_latents(
@@ -177,37 +167,22 @@ def stream_latents(
     width: int,
     height: int,
     frames: int,
-    steps: Optional[int] = None,
-    timesteps: Optional[Sequence[float]] = None,
-    transition: Optional[str] = None,
+    overrides: SamplingOverrides = NO_OVERRIDES,
     seed: int = 0,
-    chunk_frames: Optional[int] = None,
-    policy: Optional[CachePolicy] = None,
     batch: int = 1,
 ) -> Iterator[ChunkResult]:
-    """Normalised latents per finished chunk; a bidirectional model yields the whole clip as one chunk."""
-    T = latent_frames_for(frames)
-    hw = latent_size_for(height, width)
-    s = model.sampling
-    grid = resolve_grid(steps=steps, timesteps=timesteps, trained_timesteps=s.timesteps, shift=s.shift)
-    transition = transition or s.transition
-    if s.causal:
-        chunk = chunk_frames or s.chunk_frames
-        check_chunking(T, chunk)
-        policy = policy or default_policy(model, T)
-        yield from stream_ar(
-            model.dit, prompts, latent_frames=T, latent_hw=hw, chunk_frames=chunk, grid=grid, policy=policy,
-            transition=transition, seed=seed, batch=batch, integer_timesteps=s.integer_timesteps,
-        )
+    """Normalised latents per finished chunk; a bidirectional model yields the whole clip as one chunk.
+    Every setting is checked before the first forward (see `SaltModel.plan`)."""
+    plan = model.plan(overrides, frames=frames, height=height, width=width, batch=batch)
+    if plan.causal:
+        yield from stream_ar(model.dit, prompts, layout=plan.layout, walk=plan.walk, policy=plan.policy, seed=seed)
         return
     if not isinstance(prompts, torch.Tensor):
         if len(prompts) != 1:
             raise ValueError("a prompt schedule needs a causal (autoregressive) model; this model is bidirectional")
         prompts = prompts[0].context
-    shape = (batch, model.dit.config.in_dim, T, *hw)
-    x = sample_clip(model.dit, prompts, latent_shape=shape, grid=grid, transition=transition, seed=seed,
-                    integer_timesteps=s.integer_timesteps)
-    yield ChunkResult(0, 1, 0, x)
+    shape = (batch, model.dit.config.in_dim, latent_frames_for(frames), *latent_size_for(height, width))
+    yield ChunkResult(0, 1, 0, sample_clip(model.dit, prompts, latent_shape=shape, walk=plan.walk, seed=seed))
 
 
 def generate_latents(
@@ -218,9 +193,8 @@ def generate_latents(
 
 
 def decode_stream(model: SaltModel, vae: WanVAE, latent_chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """Normalised latent chunks [B, C, t, h, w] -> pixel frames [n, H, W, 3] float 0..1, chunk by chunk."""
-    dec = vae.streaming_decoder(frames_per_step=None)  # whole chunks per pass while they fit the memory budget
-    with torch.no_grad():
-        for z in latent_chunks:
-            raw = model.to_raw_latents(z).to(device=next(vae.parameters()).device, dtype=vae.dtype)
-            yield frames_from_model_space(dec.decode_next(raw).float())
+    """Normalised latent chunks [B, C, t, h, w] -> pixel frames [n, H, W, 3] float 0..1, chunk by chunk. The
+    latents are un-normalised with the model's latent format (the VAE's own when the model records none)."""
+    decoder = FrameDecoder(vae, model.latent_format, who=f"model {model.name!r}")
+    for z in latent_chunks:
+        yield decoder.from_model_space(z)

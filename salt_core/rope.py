@@ -37,14 +37,21 @@ class RopeTable:
             self._tables[device] = tabs
         return tabs
 
-    def check_positions(self, frame_positions: Sequence[int], grid_h: int, grid_w: int) -> None:
-        top = max(max(frame_positions), grid_h - 1, grid_w - 1)
-        if min(frame_positions) < 0 or top >= self.max_positions:
+    def check_grid(self, grid_h: int, grid_w: int) -> None:
+        """The spatial limit: a frame of grid_h x grid_w tokens needs that many positions per axis."""
+        if max(grid_h, grid_w) > self.max_positions:
             raise ValueError(
-                f"RoPE position {top} is outside the table of {self.max_positions} positions per axis "
-                f"(frame positions {min(frame_positions)}..{max(frame_positions)}, grid {grid_h}x{grid_w}); "
-                "with positions='absolute' a video cannot be longer than the table: "
-                "use positions='cache_relative' or a shorter video"
+                f"a frame of {grid_h}x{grid_w} tokens (height x width) exceeds the RoPE table of {self.max_positions} "
+                f"positions per axis: at most {self.max_positions} tokens per side, i.e. "
+                f"{16 * self.max_positions} pixels for Wan's 8x VAE and 2x2 patches")
+
+    def check_positions(self, frame_positions: Sequence[int], grid_h: int, grid_w: int) -> None:
+        self.check_grid(grid_h, grid_w)
+        if min(frame_positions) < 0 or max(frame_positions) >= self.max_positions:
+            raise ValueError(
+                f"RoPE frame position {max(frame_positions)} is outside the table of {self.max_positions} positions "
+                f"(frame positions {min(frame_positions)}..{max(frame_positions)}); with positions='absolute' a video "
+                "cannot be longer than the table: use positions='cache_relative' with a window cache, or a shorter video"
             )
 
     def cos_sin(

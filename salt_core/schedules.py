@@ -1,4 +1,4 @@
-"""Flow-matching noise levels and few-step grids (DESIGN §5).
+"""Flow-matching noise levels, few-step grids and the timestep convention of a model.
 
 x_σ = (1-σ)·x0 + σ·ε with model timestep t = 1000σ. The shift warps σ toward the noisy end:
 σ' = sσ / (1 + (s-1)σ). Few-step grids are timestep lists on the un-shifted 1000-point scale
@@ -6,8 +6,40 @@ x_σ = (1-σ)·x0 + σ·ε with model timestep t = 1000σ. The shift warps σ to
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
+
+import torch
+
+
+@dataclass(frozen=True)
+class TimestepConvention:
+    """How a noise level σ becomes the timestep a model is fed: t = 1000σ, truncated to an integer for
+    checkpoints trained that way (the official Wan sampler); Self Forcing and ComfyUI pass floats. A model's
+    convention travels with it (`WanDiT.timestep_convention`, set from its checkpoint header), so no caller
+    passes it around."""
+
+    integer: bool = False
+
+    def timestep(self, sigma: float) -> float:
+        t = 1000.0 * sigma
+        return float(math.floor(t)) if self.integer else t
+
+    def batch(self, sigma: Union[float, torch.Tensor], batch: int, device) -> torch.Tensor:
+        """Timesteps [B] for one level σ (a float) or per-sample levels σ [B]."""
+        if isinstance(sigma, torch.Tensor):
+            t = sigma.to(device=device, dtype=torch.float32) * 1000.0
+            return t.floor() if self.integer else t
+        return torch.full((batch,), self.timestep(sigma), device=device)
+
+
+FLOAT_TIMESTEPS = TimestepConvention(integer=False)
+
+
+def timestep_convention(model) -> TimestepConvention:
+    """The convention a model was trained with (float timesteps for anything that does not say)."""
+    return getattr(model, "timestep_convention", FLOAT_TIMESTEPS)
 
 
 def shift_sigma(sigma: float, shift: float) -> float:
@@ -23,9 +55,11 @@ def uniform_timesteps(steps: int) -> list[float]:
 
 @dataclass(frozen=True)
 class StepGrid:
-    """Descending noise levels visited by a sampler; the terminal level 0 is implicit."""
+    """Descending noise levels visited by a sampler; the terminal level 0 is implicit. `shift` is the warp the
+    levels were made with (it places midpoints on the un-shifted scale, e.g. for the SC loss)."""
 
     sigmas: tuple[float, ...]
+    shift: float = 1.0
 
     def __post_init__(self) -> None:
         s = self.sigmas
@@ -41,7 +75,7 @@ class StepGrid:
         """Timesteps on the un-shifted 0..1000 scale, warped by `shift`."""
         if shift <= 0:
             raise ValueError(f"shift must be > 0, got {shift}")
-        return cls(tuple(shift_sigma(float(t) / 1000.0, shift) for t in timesteps))
+        return cls(tuple(shift_sigma(float(t) / 1000.0, shift) for t in timesteps), float(shift))
 
     @classmethod
     def uniform(cls, steps: int, shift: float = 1.0) -> "StepGrid":

@@ -27,14 +27,34 @@ def latent_size_for(height: int, width: int) -> tuple[int, int]:
     return height // VAE_SPACE, width // VAE_SPACE
 
 
+def divisors(n: int) -> list[int]:
+    """Divisors of n in increasing order, in O(√n)."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]
+
+
 def check_chunking(latent_frames: int, chunk_frames: int) -> int:
-    if not isinstance(chunk_frames, int) or chunk_frames < 1:
+    """The number of chunks; a length that does not fill whole chunks is refused, naming the nearest that do."""
+    if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
         raise ValueError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
     if latent_frames % chunk_frames:
-        divisors = [d for d in range(1, latent_frames + 1) if latent_frames % d == 0]
+        F = chunk_frames
+        lower = (latent_frames // F) * F
+        nearest = [pixel_frames_for(n) for n in (lower, lower + F) if n >= 1]
+        sizes = divisors(latent_frames) if latent_frames <= 10**12 else []
         raise ValueError(
-            f"chunk_frames={chunk_frames} does not divide the {latent_frames} latent frames; "
-            f"allowed chunk sizes for this length: {divisors}"
+            f"{pixel_frames_for(latent_frames)} video frames ({latent_frames} latent frames) do not fill whole chunks "
+            f"of {F} latent frames (chunk_frames={F} does not divide the {latent_frames} latent frames): "
+            f"the nearest video frame counts that do are {' and '.join(map(str, nearest))} "
+            f"({4 * F}k − 3 frames for chunks of {F})"
+            + (f"; chunk sizes that divide this length: {sizes}" if sizes else "")
         )
     return latent_frames // chunk_frames
 

@@ -3,61 +3,68 @@ import pytest
 import torch
 
 from salt_core.kv_cache import CachePolicy
+from salt_core.sampling import CausalSetup, Walk
 from salt_core.schedules import StepGrid
 from training.losses import feature_alignment_loss
-from training.rollout import cache_alignment_term, cache_features, cache_pair
+from training.rollout import CacheAlignment, cache_alignment_term, cache_features, cache_pair
 
 F, HW = 2, (4, 4)
 POLICY = CachePolicy("window", window_frames=4)
 
 
-def valid_keys(cache, layer=0):
+def valid_keys(driver, layer=0):
+    cache = driver.cache
     n = cache.valid_frames * cache.tokens_per_frame
     return cache.layers[layer].k[:, :, :n].clone()
+
+
+def walk(K):
+    return Walk(StepGrid.uniform(K, 5.0))
 
 
 @pytest.fixture
 def setup(tiny_dit):
     g = torch.Generator().manual_seed(0)
-    return tiny_dit, torch.randn(1, 16, 3 * F, *HW, generator=g), torch.randn(1, 5, 32, generator=g)
+    ctx = torch.randn(1, 5, 32, generator=g)
+    return tiny_dit, torch.randn(1, 16, 3 * F, *HW, generator=g), CausalSetup(tiny_dit, ctx, POLICY, F)
 
 
 def test_caches_from_two_and_eight_step_rollouts_differ(setup):
-    model, noise, ctx = setup
+    model, noise, causal = setup
     prev = noise[:, :, : 2 * F]
-    pair = cache_pair(model, prev, ctx, chunk_frames=F, policy=POLICY, low_steps=2, high_steps=8, seed=4)
-    assert pair.low.valid_frames == pair.high.valid_frames == 2 * F
+    pair = cache_pair(causal, prev, walk(2), walk(8), seed=4)
+    assert pair.low.cache.valid_frames == pair.high.cache.valid_frames == 2 * F
     assert (pair.x_low - pair.x_high).abs().max() > 1e-3
     assert (valid_keys(pair.low) - valid_keys(pair.high)).abs().max() > 1e-3
-    again = cache_pair(model, prev, ctx, chunk_frames=F, policy=POLICY, low_steps=2, high_steps=8, seed=4)
+    again = cache_pair(causal, prev, walk(2), walk(8), seed=4)
     assert torch.equal(valid_keys(again.low), valid_keys(pair.low))  # same noise, prompt and seed: same cache
-    same_k = cache_pair(model, prev, ctx, chunk_frames=F, policy=POLICY, low_steps=8, high_steps=8, seed=4)
+    same_k = cache_pair(causal, prev, walk(8), walk(8), seed=4)
     assert torch.equal(valid_keys(same_k.low), valid_keys(same_k.high))
 
 
 def test_current_chunk_features_depend_on_the_cache_quality(setup):
-    model, noise, ctx = setup
-    pair = cache_pair(model, noise[:, :, : 2 * F], ctx, chunk_frames=F, policy=POLICY, seed=1)
-    fl, fh, xl, xh = cache_features(model, noise[:, :, 2 * F :], 0.9, pair, [4, 5], layers=(0, 1))
+    model, noise, causal = setup
+    pair = cache_pair(causal, noise[:, :, : 2 * F], walk(2), walk(8), seed=1)
+    fl, fh, xl, xh = cache_features(pair, noise[:, :, 2 * F:], 0.9, [4, 5], layers=(0, 1))
     assert fl[1].requires_grad and not fh[1].requires_grad and not xh.requires_grad
     assert (fl[1] - fh[1]).abs().max() > 1e-4 and (xl - xh).abs().max() > 1e-4
 
 
 def test_alignment_loss_pulls_low_cache_features_toward_high_cache_features(setup):
-    model, noise, ctx = setup
-    pair = cache_pair(model, noise[:, :, : 2 * F], ctx, chunk_frames=F, policy=POLICY, seed=2)
+    model, noise, causal = setup
+    pair = cache_pair(causal, noise[:, :, : 2 * F], walk(2), walk(8), seed=2)
     x_t, sigma = noise[:, :, 2 * F :], StepGrid.uniform(4, 5.0).sigmas[1]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def distances():
         """(feature gap relative to the target's size, x̂0 gap) under the current student"""
         with torch.no_grad():
-            fl, fh, xl, xh = cache_features(model, x_t, sigma, pair, [4, 5], layers=(1,))
+            fl, fh, xl, xh = cache_features(pair, x_t, sigma, [4, 5], layers=(1,))
         return (fl[1] - fh[1]).square().mean() / fh[1].square().mean(), (xl - xh).square().mean()
 
     start, losses = distances(), []
     for _ in range(8):
-        fl, fh, xl, xh = cache_features(model, x_t, sigma, pair, [4, 5], layers=(1,))
+        fl, fh, xl, xh = cache_features(pair, x_t, sigma, [4, 5], layers=(1,))
         loss, stats = feature_alignment_loss(fl, fh, xl, xh, layers=(1,), use_x0=True)
         opt.zero_grad()
         loss.backward()
@@ -70,9 +77,9 @@ def test_alignment_loss_pulls_low_cache_features_toward_high_cache_features(setu
 
 
 def test_alignment_term_end_to_end_trains_only_through_the_low_cache_pass(setup):
-    model, noise, ctx = setup
-    loss, stats = cache_alignment_term(model, noise, ctx, chunk_frames=F, grid=StepGrid.uniform(4, 5.0), policy=POLICY,
-                                       layers=(0, 1), use_x0=True, generator=torch.Generator().manual_seed(0))
+    model, noise, causal = setup
+    alignment = CacheAlignment(walk(2), walk(8), layers=(0, 1), use_x0=True)
+    loss, stats = cache_alignment_term(causal, noise, walk(4), alignment, torch.Generator().manual_seed(0))
     loss.backward()
     assert loss.item() > 0 and stats["fa_cache_gap"] > 0 and 0 <= stats["fa_step"] < 4
     assert model.blocks[1].ffn[0].weight.grad.abs().sum() > 0

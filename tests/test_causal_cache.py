@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from salt_core.kv_cache import CachePolicy
-from salt_core.sampling import recache_prompt
+from salt_core.sampling import ChunkDriver, ChunkLayout
 
 from conftest import rel_err
 
@@ -128,23 +128,36 @@ def test_window_cache_memory_is_bounded(tiny_dit):
 def test_prompt_switch_recache_equals_history_under_new_prompt(tiny_dit):
     x = torch.randn(1, 16, 6, *HW)
     ctx_a, ctx_b = torch.randn(1, 5, 32), torch.randn(1, 7, 32)
-    zero = torch.zeros(1)
 
     def committed(ctx):
-        cache = tiny_dit.new_cache(CachePolicy("full"), batch=1, latent_hw=HW, chunk_frames=3)
-        tiny_dit.set_prompt(cache, ctx)
+        driver = ChunkDriver(tiny_dit, CachePolicy("full"), ChunkLayout(9, HW, 3))
+        driver.set_prompt(ctx)
         for c in range(2):
-            tiny_dit.forward_chunk(x[:, :, 3 * c : 3 * c + 3], zero, cache, [3 * c, 3 * c + 1, 3 * c + 2], commit=True)
-        return cache
+            driver.commit(x[:, :, 3 * c: 3 * c + 3], driver.frames(c))
+        return driver
 
     switched, direct, kept = committed(ctx_a), committed(ctx_b), committed(ctx_a)
-    recache_prompt(tiny_dit, switched, ctx_b)
-    recache_prompt(tiny_dit, kept, ctx_b, recache=False)
+    switched.set_prompt(ctx_b, recache=True)
+    kept.set_prompt(ctx_b, recache=False)
     nxt = torch.randn(1, 16, 3, *HW)
-    t = torch.full((1,), 600.0)
-    want = tiny_dit.forward_chunk(nxt, t, direct, [6, 7, 8])
-    assert rel_err(tiny_dit.forward_chunk(nxt, t, switched, [6, 7, 8]), want) <= 1e-5
-    assert rel_err(tiny_dit.forward_chunk(nxt, t, kept, [6, 7, 8]), want) > 1e-4
+    want = direct.denoiser(direct.frames(2)).velocity(nxt, 0.6)
+    assert rel_err(switched.denoiser(switched.frames(2)).velocity(nxt, 0.6), want) <= 1e-5
+    assert rel_err(kept.denoiser(kept.frames(2)).velocity(nxt, 0.6), want) > 1e-4
+
+
+@pytest.mark.parametrize("policy, frames, message", [
+    (CachePolicy("window", window_frames=6), 1100, r"absolute.*up to 1099.*1024 positions.*cache_relative"),
+    (CachePolicy("full", max_frames=2000, positions="cache_relative"), 1100, r"'full' cache.*window"),
+])
+def test_positions_past_the_rope_table_are_refused_before_sampling(policy, frames, message):
+    with pytest.raises(ValueError, match=message):
+        policy.check_length(frames, 3, 1024)
+
+
+def test_long_windowed_relative_videos_fit_the_table():
+    CachePolicy("window", window_frames=12, positions="cache_relative").check_length(100_002, 3, 1024)
+    CachePolicy("sink_window", sink_frames=3, window_frames=9, positions="cache_relative").check_length(3_000, 3, 1024)
+    CachePolicy("window", window_frames=6).check_length(1023, 3, 1024)  # absolute: index 1022 is in the table
 
 
 def test_cache_policy_rejects_bad_settings():

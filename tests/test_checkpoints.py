@@ -22,6 +22,7 @@ from salt_core.checkpoints import (
     save_vae,
 )
 from salt_core.checkpoints import save as save_module
+from salt_core.kv_cache import CachePolicy
 from salt_core.config import DIT_PRESETS, DiTConfig, SamplingDefaults
 from salt_core.dit import WanDiT
 
@@ -256,8 +257,10 @@ def test_dtype_is_kept_or_cast(tmp_path):
 def test_our_header_restores_config_and_sampling_exactly(tmp_path):
     config = DiTConfig(dim=64, ffn_dim=96, num_heads=4, num_layers=1, text_dim=32, text_len=7, eps=1e-5,
                        rope_max_positions=64, rope_theta=5000.0, qk_norm=False, cross_attn_norm=False)
-    sampling = SamplingDefaults(causal=True, chunk_frames=1, shift=3.5, timesteps=(1000.0, 500.0),
-                                transition="ode", context_t=12.5, integer_timesteps=True, train_iterations=321)
+    sampling = SamplingDefaults(causal=True, chunk_frames=1, shift=3.5, timesteps=(1000.0, 500.0), transition="ode",
+                                integer_timesteps=True, resolution=(96, 160), train_iterations=321,
+                                cache=CachePolicy("sink_window", window_frames=5, sink_frames=2,
+                                                  positions="cache_relative", context_t=12.5))
     model = tiny_model(config=config)
     path = tmp_path / "ours.safetensors"
     save_dit(path, model, sampling, extra_metadata={"run": "abc", "lambda_sc": 0.5})
@@ -265,6 +268,7 @@ def test_our_header_restores_config_and_sampling_exactly(tmp_path):
     assert info.config == config and info.sampling == sampling and info.preset is None
     assert info.sampling_source == "header" and info.format == "salt"
     assert info.metadata["run"] == "abc" and info.metadata["lambda_sc"] == "0.5"
+    assert loaded.timestep_convention.integer  # the model carries the convention it was trained with
     assert torch.equal(run(loaded), run(model))
 
 

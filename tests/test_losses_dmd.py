@@ -7,16 +7,9 @@ import torch
 from salt_core.config import dit_preset
 from salt_core.dit import WanDiT
 from salt_core.kv_cache import CachePolicy
+from salt_core.sampling import Denoiser, Guidance, Walk
 from salt_core.schedules import StepGrid
-from training.losses import (
-    dmd_loss,
-    dmd_term,
-    flow_denoising_loss,
-    model_x0,
-    sample_dmd_timestep,
-    teacher_forcing_inputs,
-    teacher_x0,
-)
+from training.losses import CausalTraining, NoiseLevels, dmd_loss, dmd_term, flow_denoising_loss, teacher_forcing_inputs
 from training.rollout import rollout_bidirectional
 
 from conftest import perturbed, rel_err
@@ -38,6 +31,10 @@ class GaussianScore:
         return (x - self.x0(x, sigma)) / sigma
 
 
+def on(model, ctx, guidance=Guidance()):
+    return Denoiser.for_clip(model, ctx, guidance)
+
+
 def gaussian_student(theta, batch=4, s=1.0, seed=0):
     """One-step 'generator' x = theta + s·z, differentiable in theta."""
     z = torch.randn(batch, 16, 2, 4, 4, generator=torch.Generator().manual_seed(seed))
@@ -48,7 +45,8 @@ def test_dmd_generator_gradient_is_zero_when_teacher_equals_critic():
     theta = torch.zeros((), requires_grad=True)
     x = gaussian_student(theta)
     score = GaussianScore(mu=0.3)
-    loss, stats = dmd_term(x, score, score, torch.zeros(4, 1, 32), guidance=1.0, generator=torch.Generator().manual_seed(1))
+    ctx = torch.zeros(4, 1, 32)
+    loss, stats = dmd_term(x, on(score, ctx), on(score, ctx), generator=torch.Generator().manual_seed(1))
     loss.backward()
     assert theta.grad.item() == 0.0
     assert stats["dmd_grad_abs"] == 0.0
@@ -60,10 +58,10 @@ def test_dmd_generator_gradient_is_zero_for_identical_dit_teacher_and_critic():
     teacher = perturbed(WanDiT(dit_preset("tiny")), seed=2).requires_grad_(False)
     critic = copy.deepcopy(teacher)
     ctx = torch.randn(2, 5, 32)
-    roll = rollout_bidirectional(student, torch.randn(2, 16, 2, 4, 4), ctx, StepGrid.uniform(2, 5.0),
-                                 generator=torch.Generator().manual_seed(0), exit_step=1)
+    roll = rollout_bidirectional(on(student, ctx), torch.randn(2, 16, 2, 4, 4), Walk(StepGrid.uniform(2, 5.0)),
+                                 torch.Generator().manual_seed(0), exit_step=1)
     # guidance 1: identical networks give identical x̂0 at any noise level
-    loss, _ = dmd_term(roll.x, teacher, critic, ctx, generator=torch.Generator().manual_seed(3), guidance=1.0)
+    loss, _ = dmd_term(roll.x, on(teacher, ctx), on(critic, ctx), generator=torch.Generator().manual_seed(3))
     loss.backward()
     grads = [p.grad for p in student.parameters() if p.grad is not None]
     assert grads and all(g.abs().max() == 0 for g in grads)
@@ -92,7 +90,8 @@ def test_dmd_moves_the_generator_toward_a_shifted_teacher():
     for step in range(30):
         critic = GaussianScore(mu=theta.detach().item())  # the critic's optimum: the student's distribution
         x = gaussian_student(theta, seed=step)
-        loss, _ = dmd_term(x, teacher, critic, torch.zeros(4, 1, 32), guidance=1.0, generator=gen)
+        ctx = torch.zeros(4, 1, 32)
+        loss, _ = dmd_term(x, on(teacher, ctx), on(critic, ctx), generator=gen)
         theta.grad = None
         loss.backward()
         if step == 0:
@@ -111,24 +110,23 @@ def test_teacher_cfg_follows_the_self_forcing_convention():
     def model(x, t, ctx):  # the prompt shifts the flow prediction
         return 0.1 * x + ctx.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
 
-    x_t, t, sigma = torch.randn(2, 16, 1, 4, 4), torch.tensor([500.0, 700.0]), torch.tensor([0.5, 0.7])
-    xc, xn = model_x0(model, x_t, t, sigma, cond), model_x0(model, x_t, t, sigma, neg)
-    out = teacher_x0(model, x_t, t, sigma, cond, neg, 4.0)
+    x_t, sigma = torch.randn(2, 16, 1, 4, 4), torch.tensor([0.5, 0.7])
+    xc, xn = on(model, cond).x0(x_t, sigma), on(model, neg).x0(x_t, sigma)
+    out = on(model, cond, Guidance(4.0, neg)).x0(x_t, sigma)
     assert rel_err(out, xc + 3.0 * (xc - xn)) < 1e-6
-    assert not out.requires_grad
-    assert torch.equal(teacher_x0(model, x_t, t, sigma, cond, None, 1.0), xc)
+    assert torch.equal(on(model, cond, Guidance(1.0, neg)).x0(x_t, sigma), xc)
     with pytest.raises(ValueError, match="negative prompt"):
-        teacher_x0(model, x_t, t, sigma, cond, None, 4.0)
+        Guidance(4.0, None)
 
 
 def test_dmd_timesteps_are_shifted_clamped_and_reproducible():
-    t, sigma = sample_dmd_timestep(4000, shift=5.0, generator=torch.Generator().manual_seed(0))
-    t2, _ = sample_dmd_timestep(4000, shift=5.0, generator=torch.Generator().manual_seed(0))
+    t, sigma = NoiseLevels(5.0).draw(4000, torch.Generator().manual_seed(0))
+    t2, _ = NoiseLevels(5.0).draw(4000, torch.Generator().manual_seed(0))
     assert torch.equal(t, t2)
     assert t.min() >= 20 and t.max() <= 980
     assert torch.allclose(sigma * 1000, t)
     assert 800 < t.median() < 870  # shift 5 warps the median 500 to 833
-    t1, _ = sample_dmd_timestep(4000, shift=1.0, generator=torch.Generator().manual_seed(0))
+    t1, _ = NoiseLevels(1.0).draw(4000, torch.Generator().manual_seed(0))
     assert 450 < t1.median() < 550
 
 
@@ -185,8 +183,8 @@ def test_ar_teacher_loss_draws_a_level_per_chunk(tiny_dit, mode):
         seen["t"], seen["kw"] = t, kw
         return tiny_dit(x, t, ctx, **kw)
 
-    loss, _ = flow_denoising_loss(spy, torch.randn(2, 16, 6, 4, 4), torch.randn(2, 5, 32), chunk_frames=2,
-                                  ar_mode=mode, generator=torch.Generator().manual_seed(0))
+    loss, _ = flow_denoising_loss(spy, torch.randn(2, 16, 6, 4, 4), torch.randn(2, 5, 32),
+                                  causal=CausalTraining(2, mode), generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(loss)
     t = seen["t"][:, -6:]
     assert torch.equal(t[:, 0::2], t[:, 1::2])  # one level per chunk of 2 frames

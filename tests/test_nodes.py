@@ -33,9 +33,14 @@ def N():
     return load_pack().NODE_CLASS_MAPPINGS
 
 
+def outputs(ret):
+    """A node's outputs, whether it returned a tuple or {"ui": ..., "result": tuple}."""
+    return ret["result"] if isinstance(ret, dict) else ret
+
+
 @pytest.fixture(scope="module")
 def model(N):
-    return N["SaltModelLoader"]().load("(embedded default)")[0]
+    return outputs(N["SaltModelLoader"]().load("(embedded default)"))[0]
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +168,7 @@ def test_model_loader_loads_a_checkpoint_from_the_model_folder(N, fake_comfy, tm
     folder = tmp_path / "models" / "diffusion_models"
     folder.mkdir(parents=True)
     save_tiny_dit(folder / "bidi.safetensors", causal=False)
-    m = N["SaltModelLoader"]().load("bidi.safetensors", dtype="auto", device="cpu", offload=False)[0]
+    m = outputs(N["SaltModelLoader"]().load("bidi.safetensors", dtype="auto", device="cpu", offload=False))[0]
     assert not m.sampling.causal and m.dit.dtype == torch.float32 and m.name == "bidi.safetensors"
 
 
@@ -230,14 +235,24 @@ def test_schedule_switches_snap_to_the_nearest_chunk_start(N, cond):
         sampler.schedule_segments(late, latent_frames=12, chunk=3, frames=45)
 
 
-def test_cache_policy_node(N):
+def test_cache_policy_node_gives_overrides_of_the_trained_policy(N, model):
+    from salt_core.sampling.settings import CacheOverrides
+
     node = N["SaltCachePolicy"]()
-    p = node.build("window", window_frames=6, sink_frames=3)[0]
-    assert (p.kind, p.window_frames, p.sink_frames) == ("window", 6, 0)
+    assert node.build()[0] == CacheOverrides(recache_on_switch=True)  # every widget at "model default"
     p = node.build("sink_window", 6, 2, positions="cache_relative", recache_on_switch=False)[0]
-    assert (p.sink_frames, p.positions, p.recache_on_switch) == (2, "cache_relative", False)
+    assert p == CacheOverrides(kind="sink_window", window_frames=6, sink_frames=2, positions="cache_relative",
+                               recache_on_switch=False)
+    shown = node.build("window", window_frames=3, model=model)
+    assert "trained with: window 6, cache_relative" in shown["ui"]["text"][0]
     with pytest.raises(ValueError, match="unknown; allowed"):
         node.build("lru")
+
+
+def test_model_loader_shows_what_the_model_was_trained_with(N):
+    shown = N["SaltModelLoader"]().load("(embedded default)")["ui"]["text"][0]
+    assert shown.startswith("embedded-default: trained with causal, chunks of 3 latent frames, 4 steps")
+    assert "cache window 6, cache_relative positions" in shown
 
 
 # ---- sampler ----------------------------------------------------------------------------------------------------
@@ -245,10 +260,13 @@ def test_cache_policy_node(N):
 def test_sampler_output_is_raw_vae_space_of_the_pipeline(N, model, cond):
     from salt_core.pipeline import generate_latents
 
+    from salt_core.sampling.settings import SamplingOverrides
+
     pol = N["SaltCachePolicy"]().build("sink_window", 2, 1)[0]
     out = N["SaltSampler"]().sample(model, 32, 32, 13, seed=3, chunk_frames=1, conditioning=cond,
                                     cache_policy=pol)[0]["samples"]
-    want = generate_latents(model, cond[0][0], width=32, height=32, frames=13, seed=3, chunk_frames=1, policy=pol)
+    want = generate_latents(model, cond[0][0], width=32, height=32, frames=13, seed=3,
+                            overrides=SamplingOverrides(chunk_frames=1, cache=pol))
     assert out.shape == (1, 16, 4, 4, 4) and out.device.type == "cpu"
     torch.testing.assert_close(out, model.to_raw_latents(want))
 
@@ -282,7 +300,7 @@ def test_sampler_follows_a_prompt_schedule(N, model, cond):
 
 def test_sampler_bidirectional_model_samples_the_whole_clip(N, cond, tmp_path, fake_comfy):
     path = save_tiny_dit(tmp_path / "bidi.safetensors", causal=False)
-    m = N["SaltModelLoader"]().load(path, device="cpu")[0]
+    m = outputs(N["SaltModelLoader"]().load(path, device="cpu"))[0]
     out = N["SaltSampler"]().sample(m, 32, 32, 9, steps=2, conditioning=cond)[0]["samples"]
     assert out.shape == (1, 16, 3, 4, 4)
     assert [(v, t) for v, t, _ in fake_comfy["progress"]] == [(1, 1)]
@@ -313,7 +331,7 @@ def test_sampler_takes_core_umt5_conditioning(N, tmp_path):
     path = save_dit(tmp_path / "wan_like.safetensors", WanDiT(DiTConfig(dim=64, ffn_dim=128, num_heads=2,
                                                                         num_layers=1, text_dim=4096)),
                     SamplingDefaults(causal=True, chunk_frames=1))
-    m = N["SaltModelLoader"]().load(str(path))[0]
+    m = outputs(N["SaltModelLoader"]().load(str(path)))[0]
     umt5 = [[torch.randn(1, 512, 4096) * (torch.arange(512) < 7).view(1, 512, 1), {"pooled_output": None}]]
     out = N["SaltSampler"]().sample(m, 32, 16, 5, conditioning=umt5)[0]["samples"]
     assert out.shape == (1, 16, 2, 2, 4) and torch.isfinite(out).all()

@@ -66,6 +66,27 @@ def test_registry_metadata_is_complete():
     assert not any(p.startswith("nodes") for p in meta["tool"]["setuptools"]["packages"]["find"]["include"])
 
 
+def test_the_frontend_is_a_pack_extra_and_reaches_the_registry_metadata_when_publishing():
+    """The command-line install does not pull the ComfyUI frontend; the Registry still reads its minimum."""
+    import importlib.util
+    import re
+
+    text = (ROOT / "pyproject.toml").read_text()
+    meta = tomllib.loads(text)["project"]
+    assert not any(d.startswith("comfyui-frontend-package") for d in meta["dependencies"])
+    assert meta["optional-dependencies"]["comfyui"] == ["comfyui-frontend-package>=1.17.11"]
+    spec = importlib.util.spec_from_file_location("registry_metadata", ROOT / ".github" / "registry_metadata.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    published = tomllib.loads(tool.with_frontend_dependency(text))["project"]["dependencies"]
+    frontend = [d for d in published if d.startswith("comfyui-frontend-package")]
+    assert frontend == ["comfyui-frontend-package>=1.17.11"]
+    # what the Registry's parser keeps: the text after the package name must be a plain version constraint
+    assert re.fullmatch(r">=\d+\.\d+\.\d+", frontend[0].removeprefix("comfyui-frontend-package"))
+    assert set(published) - set(frontend) == set(meta["dependencies"])
+    assert tool.with_frontend_dependency(tool.with_frontend_dependency(text)) == tool.with_frontend_dependency(text)
+
+
 def test_node_list_matches_the_registered_nodes():
     from test_nodes import load_pack
 

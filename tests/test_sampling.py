@@ -1,10 +1,10 @@
-"""Schedules, transitions and the two samplers (DESIGN §5)."""
+"""Schedules, transitions and the two samplers."""
 import pytest
 import torch
 
 from salt_core.kv_cache import CachePolicy
-from salt_core.sampling import PromptSegment, sample_ar, sample_clip, stream_ar, transition_step
-from salt_core.sampling.autoregressive import StopSampling
+from salt_core.sampling import (ChunkLayout, Guidance, PromptSegment, StopSampling, Walk, sample_ar, sample_clip,
+                                stream_ar, transition_step)
 from salt_core.schedules import StepGrid, allowed_step_counts, resolve_grid, shift_sigma
 
 SELF_FORCING = [1000.0, 750.0, 500.0, 250.0]
@@ -51,8 +51,8 @@ def test_transitions_follow_the_flow_path():
 GRID = StepGrid.from_timesteps(SELF_FORCING, 5.0)
 
 
-def ar(model, prompts, **kw):
-    args = dict(latent_frames=9, latent_hw=(4, 4), chunk_frames=3, grid=GRID, seed=3)
+def ar(model, prompts, chunk_frames=3, **kw):
+    args = dict(layout=ChunkLayout(9, (4, 4), chunk_frames), walk=Walk(GRID), seed=3)
     args.update(kw)
     return sample_ar(model, prompts, **args)
 
@@ -63,7 +63,7 @@ def test_ar_sampling_is_seeded_and_streams_in_chunks(tiny_dit):
     a, b, c = ar(tiny_dit, ctx), ar(tiny_dit, ctx), ar(tiny_dit, ctx, seed=4)
     assert a.shape == (1, 16, 9, 4, 4)
     assert torch.equal(a, b) and not torch.allclose(a, c)
-    chunks = list(stream_ar(tiny_dit, ctx, latent_frames=9, latent_hw=(4, 4), chunk_frames=3, grid=GRID, seed=3))
+    chunks = list(stream_ar(tiny_dit, ctx, layout=ChunkLayout(9, (4, 4), 3), walk=Walk(GRID), seed=3))
     assert [ch.frame_start for ch in chunks] == [0, 3, 6]
     assert torch.equal(torch.cat([ch.latents for ch in chunks], 2), a)
 
@@ -104,7 +104,8 @@ def test_prompt_schedule_errors(tiny_dit):
         ar(tiny_dit, torch.zeros(1, 0, 32))
     with pytest.raises(ValueError, match="NaN"):
         ar(tiny_dit, torch.full((1, 5, 32), float("nan")))
-    with pytest.raises(ValueError, match=r"does not divide the 9 latent frames; allowed chunk sizes for this length: \[1, 3, 9\]"):
+    with pytest.raises(ValueError, match=r"33 video frames \(9 latent frames\) do not fill whole chunks of 2 .* the "
+                                         r"nearest video frame counts that do are 29 and 37 \(8k − 3.*\[1, 3, 9\]"):
         ar(tiny_dit, a, chunk_frames=2)
 
 
@@ -113,12 +114,13 @@ def test_clip_sampler_with_guidance_and_callback(tiny_dit):
     ctx, neg = torch.randn(1, 5, 32), torch.randn(1, 5, 32)
     steps = []
     shape = (1, 16, 3, 4, 4)
-    x = sample_clip(tiny_dit, ctx, latent_shape=shape, grid=GRID, seed=1, callback=lambda p: steps.append(p.step))
-    y = sample_clip(tiny_dit, ctx, latent_shape=shape, grid=GRID, seed=1, negative_context=neg, guidance=3.0)
+    x = sample_clip(tiny_dit, ctx, latent_shape=shape, walk=Walk(GRID), seed=1,
+                    callback=lambda p: steps.append(p.step))
+    y = sample_clip(tiny_dit, ctx, latent_shape=shape, walk=Walk(GRID), seed=1, guidance=Guidance(3.0, neg))
     assert steps == [1, 2, 3, 4] and x.shape == shape
     assert torch.isfinite(y).all() and not torch.allclose(x, y)
-    with pytest.raises(ValueError, match="negative_context is missing"):
-        sample_clip(tiny_dit, ctx, latent_shape=shape, grid=GRID, guidance=3.0)
+    with pytest.raises(ValueError, match="negative prompt of guidance scale 3.0 is missing"):
+        Guidance(3.0)
 
 
 @torch.no_grad()
@@ -126,7 +128,7 @@ def test_ode_transition_is_deterministic_renoise_depends_on_seed_only_through_no
     ctx = torch.randn(1, 5, 32)
     noise = torch.randn(1, 16, 3, 4, 4)
     shape = tuple(noise.shape)
-    a = sample_clip(tiny_dit, ctx, latent_shape=shape, grid=GRID, transition="ode", seed=1, noise=noise)
-    b = sample_clip(tiny_dit, ctx, latent_shape=shape, grid=GRID, transition="ode", seed=2, noise=noise)
-    c = sample_clip(tiny_dit, ctx, latent_shape=shape, grid=GRID, transition="renoise", seed=2, noise=noise)
+    a = sample_clip(tiny_dit, ctx, latent_shape=shape, walk=Walk(GRID, "ode"), seed=1, noise=noise)
+    b = sample_clip(tiny_dit, ctx, latent_shape=shape, walk=Walk(GRID, "ode"), seed=2, noise=noise)
+    c = sample_clip(tiny_dit, ctx, latent_shape=shape, walk=Walk(GRID, "renoise"), seed=2, noise=noise)
     assert torch.equal(a, b) and not torch.allclose(a, c)

@@ -10,7 +10,7 @@ import torch
 
 from salt_core.checkpoints import load_dit, save_vae
 from salt_core.kv_cache import CachePolicy
-from salt_core.sampling import sample_ar, sample_clip
+from salt_core.sampling import ChunkLayout, Walk, sample_ar, sample_clip
 from salt_core.schedules import resolve_grid
 from salt_core.vae import WanVAE, vae_preset
 from salt_core.video_io import write_mp4
@@ -41,11 +41,13 @@ def sample_from(path: str) -> torch.Tensor:
     grid = resolve_grid(trained_timesteps=s.timesteps, shift=s.shift) if len(s.timesteps) <= 8 else \
         resolve_grid(steps=4, timesteps=[1000, 750, 500, 250], shift=s.shift)
     ctx = torch.randn(1, 8, model.config.text_dim)
+    walk = Walk(grid, s.transition)
     if s.causal:
-        x = sample_ar(model, ctx, latent_frames=3, latent_hw=(4, 4), chunk_frames=s.chunk_frames, grid=grid,
-                      policy=CachePolicy("window", window_frames=2), transition=s.transition)
+        assert s.cache is not None  # the trained cache policy travels in the header
+        x = sample_ar(model, ctx, layout=ChunkLayout(3, (4, 4), s.chunk_frames), walk=walk,
+                      policy=CachePolicy("window", window_frames=2))
     else:
-        x = sample_clip(model, ctx, latent_shape=(1, 16, 3, 4, 4), grid=grid, transition=s.transition)
+        x = sample_clip(model, ctx, latent_shape=(1, 16, 3, 4, 4), walk=walk)
     assert x.shape == (1, 16, 3, 4, 4) and torch.isfinite(x).all()
     return x
 

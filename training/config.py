@@ -2,7 +2,7 @@
 
 Every field carries its documentation (`doc`) so `python -m training config-doc` and docs/training.md
 list every YAML option. Loading, `--set` overrides, type checks and the resume hash live in
-`training/config_load.py`. Defaults follow DESIGN §6 and the Self Forcing recipe (REFERENCES.md);
+`training/config_load.py`. Defaults follow the Self Forcing recipe (AdamW lr 2e-6 / 4e-7, betas (0, 0.999), EMA 0.99 from step 200, clip 10);
 the example configs in `training/configs/` shrink them for CPU runs.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Union
 
 from salt_core.kv_cache import CachePolicy
+from salt_core.schedules import TimestepConvention
 
 COMMANDS = ("teacher", "ode-pairs", "ode-init", "dmd", "sc-dmd", "salt-ar", "export", "build-latents", "vae",
             "text-encoder")
@@ -130,8 +131,12 @@ class GridConfig:
         (1000.0, 750.0, 500.0, 250.0), "The student's few-step grid, un-shifted 0..1000 (exported as its default).")
     step_counts: tuple[int, ...] = opt(
         (8, 4, 2), "Step counts K sampled for SC-DMD and mixed-step caches; grids are uniform(K) warped by shift.")
-    transition: Literal["renoise", "ode"] = opt("renoise", "How the student moves between grid levels (DESIGN §5).")
+    transition: Literal["renoise", "ode"] = opt("renoise", "How the student moves between grid levels: renoise (fresh noise on x0) or ode.")
     integer_timesteps: bool = opt(False, "Truncate model timesteps to integers (official Wan convention).")
+
+    @property
+    def timestep_convention(self) -> TimestepConvention:
+        return TimestepConvention(integer=bool(self.integer_timesteps))
 
 
 @dataclass(frozen=True)

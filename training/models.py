@@ -13,6 +13,7 @@ from torch import nn
 from salt_core.checkpoints import detect_from_shapes, load_dit, open_checkpoint
 from salt_core.config import DiTConfig, dit_preset
 from salt_core.dit import WanDiT
+from salt_core.schedules import FLOAT_TIMESTEPS, TimestepConvention
 
 from .config import ModelConfig
 from .config_load import ConfigError
@@ -90,8 +91,10 @@ def check_data_fits(config: DiTConfig, latent_shape, text_dim: Optional[int], ch
         raise ConfigError(f"{source}: {T} latent frames are not a multiple of ar.chunk_frames={chunk_frames}")
 
 
-def build(config: DiTConfig, m: ModelConfig, device, teacher: Optional[nn.Module] = None) -> WanDiT:
-    """The network with its initial weights (fp32, trainable, gradient checkpointing per config)."""
+def build(config: DiTConfig, m: ModelConfig, device, teacher: Optional[nn.Module] = None, *,
+          convention: TimestepConvention = FLOAT_TIMESTEPS) -> WanDiT:
+    """The network with its initial weights (fp32, trainable, gradient checkpointing per config), fed timesteps by
+    `convention` (the run's grid.integer_timesteps)."""
     if m.init == "teacher":
         model = copy.deepcopy(teacher)
     elif m.init:
@@ -100,6 +103,7 @@ def build(config: DiTConfig, m: ModelConfig, device, teacher: Optional[nn.Module
         model = WanDiT(config, attention_backend=m.attention_backend)
     model.set_attention_backend(m.attention_backend)
     model.gradient_checkpointing = m.gradient_checkpointing
+    model.timestep_convention = convention
     model = model.to(device=device, dtype=torch.float32).train()
     model.requires_grad_(True)
     return model

@@ -1,11 +1,11 @@
-"""The semigroup defect: the SC loss's quantity averaged over the student's own inference path (DESIGN §6).
+"""The semigroup defect: the SC loss's quantity averaged over the student's own inference path.
 
 At every step i of the sampling grid, from the state x_i the sampler actually visits:
     direct    Ψ^{σ_i→σ_{i+1}}(x_i)            (= the sampler's next state)
-    composed  Ψ^{σ_m→σ_{i+1}}(Ψ^{σ_i→σ_m}(x_i))  with σ_m the midpoint on the un-shifted scale
+    composed  Ψ^{σ_m→σ_{i+1}}(Ψ^{σ_i→σ_m}(x_i))  with σ_m the midpoint on the grid's un-shifted scale
     defect_i  = mean‖direct − composed‖² / (mean‖composed − x_i‖² + ε)   (or un-normalised)
-For renoise the same ε is used by both paths and by the sampler. Causal students are walked chunk by
-chunk against their KV cache (context passes as in inference) and the defect is averaged over chunks too.
+For renoise the same ε is used by both paths and by the sampler. Causal students are walked chunk by chunk
+against their KV cache (context passes as in inference) and the defect is averaged over chunks too.
 A consistent student has defect 0 at every step; evaluation reports the mean and the per-step values.
 """
 from __future__ import annotations
@@ -15,14 +15,9 @@ from typing import Optional
 
 import torch
 
-from salt_core.kv_cache import CachePolicy
-from salt_core.sampling.clip import draw, seeded_generator
-from salt_core.sampling.transitions import check_transition
-from salt_core.schedules import StepGrid
-from salt_core.validation import check_chunking
+from salt_core.sampling import CausalSetup, Denoiser, StepEvent, Walk, draw, seeded_generator
 
-from .losses.self_consistency import sc_loss, sc_paths, triplet_for_grid
-from .rollout.common import CachedChunk
+from .losses.self_consistency import SCForm, composed_path, sc_loss, triplet_for_grid
 
 
 @dataclass
@@ -34,61 +29,51 @@ class SemigroupDefect:
         return {"semigroup_defect": self.mean, **{f"semigroup_defect_step{i}": d for i, d in enumerate(self.per_step)}}
 
 
-def _walk(denoise, x: torch.Tensor, ctx, grid: StepGrid, *, shift, transition, gen, normalize, eps, integer_timesteps):
-    """Per-step defects along one path; returns (per-step list, final sample)."""
-    defects = []
-    for i in range(grid.steps):
-        trip = triplet_for_grid(grid, i, shift)
-        noise = draw(x.shape, gen, x.device) if transition == "renoise" else None
-        direct, composed = sc_paths(
-            denoise, x, trip, ctx, transition=transition, noise=noise, stop_grad="none",
-            integer_timesteps=integer_timesteps,
-        )
-        d, _ = sc_loss(direct, composed, x, stop_grad="none", normalize=normalize, eps=eps)
-        defects.append(d.item())
-        x = direct
-    return defects, x
+class _DefectProbe:
+    """A walk's step hook: at each step, the composed two-step path from the same state and ε, and its defect."""
+
+    def __init__(self, walk: Walk, generator: torch.Generator, form: SCForm):
+        self.walk, self.generator, self.form = walk, generator, form
+        self.defects: list[float] = []
+
+    def __call__(self, e: StepEvent) -> None:
+        trip = triplet_for_grid(self.walk.grid, e.index)
+        noise = e.noise
+        if noise is None and self.walk.transition == "renoise":  # the last step: the walk itself draws no ε
+            noise = draw(e.x.shape, self.generator, e.x.device)
+        direct = e.x0 if e.x_next is None else e.x_next
+        composed = composed_path(e.denoiser, e.x, e.x0, trip, self.walk.transition, noise)
+        self.defects.append(sc_loss(direct, composed, e.x, self.form)[0].item())
 
 
 @torch.no_grad()
 def semigroup_defect(
-    student,
+    student: Denoiser,
     noise: torch.Tensor,
-    ctx: torch.Tensor,
-    grid: StepGrid,
+    walk: Walk,
     *,
-    shift: float = 5.0,
-    transition: str = "renoise",
     seed: int = 0,
-    normalize: str = "displacement",
-    eps: float = 1e-6,
-    chunk_frames: Optional[int] = None,
-    policy: CachePolicy = CachePolicy(),
-    integer_timesteps: bool = False,
+    form: SCForm = SCForm(stop_grad="none"),
+    causal: Optional[CausalSetup] = None,
 ) -> SemigroupDefect:
-    """Semigroup defect of `student` on the probe batch `noise` [B, C, T, H, W] with prompt ctx [B, L, text_dim].
+    """Semigroup defect on the probe batch `noise` [B, C, T, H, W] along `walk` (the inference grid and the
+    student's transition; renoise draws from `seed`).
 
-    grid: the inference grid walked; shift: the flow shift used to place midpoints (the grid's own);
-    transition: the student's sampling rule; seed: renoise draws; normalize/eps: as `sc_loss`.
-    chunk_frames: None = bidirectional student `student(x, t, ctx)`; an int = causal WanDiT walked chunk
-    by chunk under cache `policy` (each finished chunk committed at policy.context_t).
-    """
-    check_transition(transition)
+    student: a bidirectional Denoiser (the model under the probe prompt); ignored when `causal` is given: a causal
+    student walked chunk by chunk under that setup (prompt, cache policy, chunk size), each finished chunk
+    committed at the policy's context_t."""
     gen = seeded_generator(seed)
-    kw = dict(shift=shift, transition=transition, gen=gen, normalize=normalize, eps=eps, integer_timesteps=integer_timesteps)
-    if chunk_frames is None:
-        per_step, _ = _walk(student, noise.float(), ctx, grid, **kw)
+    if causal is None:
+        probe = _DefectProbe(walk, gen, form)
+        walk.run(student, noise.float(), gen, on_step=probe)
+        per_step = probe.defects
         return SemigroupDefect(sum(per_step) / len(per_step), per_step)
-    n = check_chunking(noise.shape[2], chunk_frames)
-    B = noise.shape[0]
-    cache = student.new_cache(policy, batch=B, latent_hw=tuple(noise.shape[3:]), chunk_frames=chunk_frames)
-    student.set_prompt(cache, ctx)
-    t_ctx = torch.full((B,), policy.context_t, device=noise.device)
+    driver = causal.driver(noise)
+    F, n = causal.chunk_frames, driver.layout.num_chunks
     rows = []
     for c in range(n):
-        idx = list(range(c * chunk_frames, (c + 1) * chunk_frames))
-        per_step, x = _walk(CachedChunk(student, cache, idx), noise[:, :, idx].float(), None, grid, **kw)
-        rows.append(per_step)
-        student.forward_chunk(x, t_ctx, cache, idx, commit=True)
-    per_step = [sum(r[i] for r in rows) / n for i in range(grid.steps)]
+        probe = _DefectProbe(walk, gen, form)
+        driver.chunk(c, noise[:, :, c * F:(c + 1) * F].float(), walk, gen, on_step=probe)
+        rows.append(probe.defects)
+    per_step = [sum(r[i] for r in rows) / n for i in range(walk.steps)]
     return SemigroupDefect(sum(per_step) / len(per_step), per_step)

@@ -41,12 +41,13 @@ BAND = 3  # chunks either side of a reported chunk
 class Runner:
     """One cache policy's generation, advanced one chunk at a time (so policies can be interleaved)."""
 
-    def __init__(self, name: str, chunk: int, hw: int, steps: int):
+    def __init__(self, name: str, chunk: int, hw: int, steps: int, chunks: int):
         import torch
 
         from salt_core.config import dit_preset
         from salt_core.dit import WanDiT
         from salt_core.kv_cache import CachePolicy
+        from salt_core.sampling import ChunkLayout, Walk
         from salt_core.schedules import StepGrid
 
         spec = dict(CASES[name])
@@ -55,45 +56,40 @@ class Runner:
         torch.manual_seed(0)
         self.model = WanDiT(dit_preset("tiny")).eval()
         self.ctx = torch.randn(1, 8, self.model.config.text_dim)
-        self.sig = StepGrid.uniform(steps, 5.0).with_terminal()
-        self.chunk, self.hw, self.shape = chunk, hw, (1, 16, chunk, hw, hw)
+        self.walk = Walk(StepGrid.uniform(steps, 5.0))
+        self.shape = (1, 16, chunk, hw, hw)
+        self.layout = ChunkLayout(chunk * chunks, (hw, hw), chunk)
         self.reset()
 
     def reset(self) -> None:
-        from salt_core.sampling.clip import seeded_generator
+        from salt_core.sampling import ChunkDriver, seeded_generator
 
         self.gen = seeded_generator(0)
-        self.cache = self.model.new_cache(self.policy, batch=1, latent_hw=(self.hw, self.hw), chunk_frames=self.chunk)
-        self.model.set_prompt(self.cache, self.ctx)
+        self.driver = ChunkDriver(self.model, self.policy, self.layout)
+        self.driver.set_prompt(self.ctx)
+        self.cache = self.driver.cache
         self.c = 0
 
     def step(self) -> tuple[float, float]:
         """Generate the next chunk: (wall s, cpu s)."""
         import torch
 
-        from salt_core.sampling import recache_prompt
-        from salt_core.sampling.clip import draw
-        from salt_core.sampling.transitions import predict_x0, transition_step
+        from salt_core.sampling import draw
 
-        m, sig, c = self.model, self.sig, self.c
+        c = self.c
         with torch.inference_mode():
             c0, w0 = time.process_time(), time.perf_counter()
             if self.recompute and c > 0:
-                recache_prompt(m, self.cache, self.ctx)  # rebuild every retained frame's K/V from its latents
-            idx = list(range(c * self.chunk, (c + 1) * self.chunk))
-            x = draw(self.shape, self.gen, "cpu")
-            for i in range(len(sig) - 1):
-                v = m.forward_chunk(x, torch.full((1,), 1000 * sig[i]), self.cache, idx)
-                x = transition_step(x, predict_x0(x, v, sig[i]), sig[i], sig[i + 1], "renoise", draw(self.shape, self.gen, "cpu"))
-            m.forward_chunk(x, torch.zeros(1), self.cache, idx, commit=True)
+                self.driver.set_prompt(self.ctx, recache=True)  # rebuild every retained frame's K/V from its latents
+            self.driver.chunk(c, draw(self.shape, self.gen, "cpu"), self.walk, self.gen)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         self.c += 1
         return wall, cpu
 
 
 def memory_of(name: str, latent_frames: int, chunk: int, hw: int, steps: int) -> dict:
-    r = Runner(name, chunk, hw, steps)
     n = latent_frames // chunk
+    r = Runner(name, chunk, hw, steps, n)
     r.step()  # the first chunk sizes every buffer the steady state reuses
     start = rss_bytes()
     reset_peak_rss()
@@ -134,10 +130,10 @@ def main() -> None:
     from benchmarks.perf.timing import env_prefix
 
     n_chunks = a.latent_frames // a.chunk
-    runners = {name: Runner(name, a.chunk, a.hw, a.steps) for name in CASES}
+    runners = {name: Runner(name, a.chunk, a.hw, a.steps, n_chunks) for name in CASES}
     # The probe does the same fixed work every round (a first chunk on a fresh cache): its time tracks the
     # machine's speed at that moment, and dividing by it removes load drift from the length dependence.
-    runners[PROBE] = Runner("window", a.chunk, a.hw, a.steps)
+    runners[PROBE] = Runner("window", a.chunk, a.hw, a.steps, 1)
     wall = {name: [[] for _ in range(n_chunks)] for name in runners}
     cpu = {name: [[] for _ in range(n_chunks)] for name in runners}
     totals = {name: [] for name in CASES}

@@ -29,7 +29,7 @@ sys.path.insert(0, HERE)
 from consistency import latent_rms  # noqa: E402
 from generation import DEFAULT_PROMPTS, DEFAULT_TEXT_ENCODER, LATENT, SHIFT, read_prompts, trained_policy  # noqa: E402
 from salt_core.checkpoints import load_dit  # noqa: E402
-from salt_core.sampling.clip import draw, seeded_generator  # noqa: E402
+from salt_core.sampling import CausalSetup, Walk, draw, seeded_generator  # noqa: E402
 from salt_core.schedules import StepGrid  # noqa: E402
 from salt_core.text import load_text_encoder  # noqa: E402
 from stats import mean, se  # noqa: E402
@@ -53,8 +53,8 @@ def probe(model, info, ctx: torch.Tensor, seed: int, steps: int, other_seed: int
     clips = []
     for first_seed in (seed, seed + other_seed):
         x = torch.cat([noise(first_seed, f), second], dim=2)
-        _, samples = build_cache(model, x, ctx, steps=StepGrid.uniform(steps, SHIFT), chunk_frames=f,
-                                 policy=trained_policy(info), transition=info.sampling.transition, seed=seed)
+        driver = CausalSetup(model, ctx, trained_policy(info), f).driver(x)
+        samples = build_cache(driver, x, Walk(StepGrid.uniform(steps, SHIFT), info.sampling.transition), seed)
         clips.append(samples)  # [1, C, 2f, h, w]
     a, b = clips
     return latent_rms(a[:, :, :f], b[:, :, :f]), latent_rms(a[:, :, f:], b[:, :, f:])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from generation import LATENT, SHIFT, Bench, trained_policy
-from salt_core.sampling.clip import draw, seeded_generator
+from salt_core.sampling import CausalSetup, Denoiser, Walk, draw, seeded_generator
 from salt_core.schedules import StepGrid
 from stats import mean, se
 from training.semigroup import semigroup_defect
@@ -22,9 +22,10 @@ def defect_of(bench: Bench, name: str, K: int, i: int):
     model, info = bench.model(name)
     s = info.sampling
     noise = draw((1, *LATENT), seeded_generator(i), model.device)
-    kw = dict(chunk_frames=s.chunk_frames, policy=trained_policy(info)) if s.causal else {}
-    return semigroup_defect(model, noise, bench.encode(bench.prompts[i]), StepGrid.uniform(K, SHIFT), shift=SHIFT,
-                            transition=s.transition, seed=RENOISE_SEED + i, **kw)
+    ctx = bench.encode(bench.prompts[i])
+    causal = CausalSetup(model, ctx, trained_policy(info), s.chunk_frames) if s.causal else None
+    return semigroup_defect(Denoiser.for_clip(model, ctx), noise, Walk(StepGrid.uniform(K, SHIFT), s.transition),
+                            seed=RENOISE_SEED + i, causal=causal)
 
 
 def run(bench: Bench, models: list[str], prompts: int, ks=KS) -> dict:

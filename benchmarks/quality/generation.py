@@ -4,7 +4,7 @@ Every model samples on the same uniform(K) grid warped by shift 5 (what the stud
 noise seeded by the prompt index, latents [16, 9, 8, 8] (33 frames of 64x64 at 16 fps), decoded by the
 world VAE and scored by training.judge against the prompt. Causal models roll out in chunks of
 `info.sampling.chunk_frames` latent frames under the cache policy they were trained with (header
-`salt_trainer_cache_policy`). Teachers use CFG (scale 4, the DMD teacher's x_c + 3·(x_c − x_neg)) with the
+`sampling.cache`). Teachers use CFG (scale 4, the DMD teacher's x_c + 3·(x_c − x_neg)) with the
 empty negative prompt; students sample without CFG.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ import torch
 
 from salt_core.checkpoints import load_dit, load_vae
 from salt_core.kv_cache import CachePolicy
-from salt_core.pipeline import trained_cache_policy
-from salt_core.sampling import sample_ar, sample_clip
+from salt_core.sampling import ChunkLayout, Guidance, Walk, sample_ar, sample_clip
 from salt_core.schedules import StepGrid
+from salt_core.vae import decode_to_frames
 from salt_core.text import load_text_encoder
 from salt_core.validation import pixel_frames_for
 from training.judge import score_clip
@@ -60,7 +60,11 @@ def checkpoint_path(checkpoints: str, name: str) -> str:
 
 def trained_policy(info) -> CachePolicy:
     """The cache policy a causal model was trained with (header), else `full` over the clip."""
-    return trained_cache_policy(info.metadata) or CachePolicy("full", max_frames=LATENT[1])
+    return info.sampling.cache or CachePolicy("full", max_frames=LATENT[1])
+
+
+def guidance_of(scale: float, neg) -> Guidance:
+    return Guidance(scale, neg) if scale != 1.0 else Guidance()
 
 
 def steps_for(name: str) -> tuple[int, ...]:
@@ -77,9 +81,8 @@ def generate(model, info, ctx, neg, steps: int, seed: int, guidance: float) -> t
     s = info.sampling
     if s.causal:
         return causal_rollout(model, info, ctx, neg, steps, seed, guidance, LATENT[1], trained_policy(info))
-    return sample_clip(model, ctx, latent_shape=(1, *LATENT), grid=StepGrid.uniform(steps, SHIFT),
-                       transition=s.transition, seed=seed, negative_context=neg if guidance != 1.0 else None,
-                       guidance=guidance)
+    return sample_clip(model, ctx, latent_shape=(1, *LATENT), walk=Walk(StepGrid.uniform(steps, SHIFT), s.transition),
+                       seed=seed, guidance=guidance_of(guidance, neg))
 
 
 @torch.no_grad()
@@ -88,16 +91,15 @@ def causal_rollout(model, info, prompts, neg, steps: int, seed: int, guidance: f
     """A causal model's rollout of `latent_frames` (a prompt embedding or a PromptSegment schedule) under `policy`,
     chunk by chunk at its trained chunk size, same grid/seed/CFG conventions as `generate`."""
     s = info.sampling
-    return sample_ar(model, prompts, latent_frames=latent_frames, latent_hw=LATENT[2:], chunk_frames=s.chunk_frames,
-                     grid=StepGrid.uniform(steps, SHIFT), policy=policy, transition=s.transition, seed=seed,
-                     negative_context=neg if guidance != 1.0 else None, guidance=guidance)
+    return sample_ar(model, prompts, layout=ChunkLayout(latent_frames, LATENT[2:], s.chunk_frames),
+                     walk=Walk(StepGrid.uniform(steps, SHIFT), s.transition), policy=policy, seed=seed,
+                     guidance=guidance_of(guidance, neg))
 
 
 @torch.no_grad()
 def to_video(vae, z: torch.Tensor) -> torch.Tensor:
     """Normalised latents [1, C, T, h, w] -> [T', H, W, 3] in 0..1 (T' = 1 + 4(T-1))."""
-    x = vae.decode(vae.denormalize(z.float()), frames_per_step=DECODE_STEP)[0]
-    return ((x + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0)
+    return decode_to_frames(vae, z.float(), frames_per_step=DECODE_STEP)
 
 
 def to_uint8(video: torch.Tensor) -> torch.Tensor:

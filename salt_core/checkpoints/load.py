@@ -7,6 +7,7 @@ holds one copy of the weights and a bad file never yields a half-loaded model.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -17,6 +18,7 @@ import torch
 
 from ..config import DiTConfig, SamplingDefaults
 from ..dit import WanDiT
+from ..kv_cache import CachePolicy
 from .detect import detect_from_shapes
 from .io import CheckpointError, CheckpointReader, TensorInfo, open_checkpoint
 from .save import SALT_FORMAT_VERSION
@@ -24,13 +26,13 @@ from .save import SALT_FORMAT_VERSION
 # What a file without our header was most likely trained for.
 SELF_FORCING_SAMPLING = SamplingDefaults(
     causal=True, chunk_frames=3, shift=5.0, timesteps=(1000.0, 750.0, 500.0, 250.0),
-    transition="renoise", context_t=0.0, integer_timesteps=False,
+    transition="renoise", integer_timesteps=False, resolution=(480, 832),
 )
 # Wan 2.1 t2v reference sampler: 50 steps, shift 5.0 (generate.py default for t2v at any size),
 # t truncated to int. A plain Wan model is a many-step teacher (with CFG), not a few-step student.
 WAN_SAMPLING = SamplingDefaults(
     causal=False, chunk_frames=3, shift=5.0, timesteps=tuple(1000.0 - 20.0 * i for i in range(50)),
-    transition="ode", context_t=0.0, integer_timesteps=True,
+    transition="ode", integer_timesteps=True, resolution=(480, 832),
 )
 _CAUSAL_NAME_HINTS = ("self_forcing", "self-forcing", "selfforcing", "longlive", "causal_forcing",
                       "causal-forcing", "causvid")
@@ -85,6 +87,21 @@ def _from_header(cls, metadata, key, source):
         raise
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: salt header field {key!r} is invalid: {e}") from None
+
+
+LEGACY_CACHE_KEY = "salt_trainer_cache_policy"  # where exports before the typed `sampling.cache` kept the policy
+
+
+def _with_legacy_cache(sampling: SamplingDefaults, metadata: Mapping[str, str], source: str) -> SamplingDefaults:
+    """Older exports stored the trained cache policy beside the sampling header; fold it in."""
+    raw = metadata.get(LEGACY_CACHE_KEY)
+    if sampling.cache is not None or not raw or not sampling.causal:
+        return sampling
+    try:
+        policy = CachePolicy.from_dict(json.loads(raw))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: header field {LEGACY_CACHE_KEY!r} is not a valid cache policy ({e})") from None
+    return dataclasses.replace(sampling, cache=policy)
 
 
 # ---- checks ------------------------------------------------------------------------------------
@@ -171,7 +188,8 @@ def load_dit(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
         header_sampling = None
         if kind == "dit":
             config = config or _from_header(DiTConfig, reader.metadata, "dit_config", path)
-            header_sampling = _from_header(SamplingDefaults, reader.metadata, "sampling", path)
+            header_sampling = _with_legacy_cache(
+                _from_header(SamplingDefaults, reader.metadata, "sampling", path), reader.metadata, path)
         det = detect_from_shapes(reader.shapes(), trainer_entry=reader.trainer_entry, config=config,
                                  source=path, notes=reader.notes)
         fmt = "salt" if kind == "dit" else det.format
@@ -188,6 +206,7 @@ def load_dit(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
         sampling, sampling_source = _sampling_for(fmt, path, notes)
     info = LoadedInfo(path, fmt, det.config, det.preset, sampling, sampling_source, dtype,
                       det.trainer_entry, dict(reader.metadata), tuple(notes))
+    model.timestep_convention = sampling.timestep_convention
     return model.eval(), info
 
 

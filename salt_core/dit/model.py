@@ -17,6 +17,7 @@ from .attention import Attention
 from .blocks import WanBlock, WanHead
 from .layers import TanhGELU, init_like_wan, timestep_sinusoid
 from ..rope import RopeTable
+from ..schedules import FLOAT_TIMESTEPS, TimestepConvention
 
 
 class WanDiT(nn.Module):
@@ -35,6 +36,8 @@ class WanDiT(nn.Module):
         self.rope = RopeTable(c.head_dim, c.rope_max_positions, c.rope_theta)
         self.attention = Attention(attention_backend)
         self.gradient_checkpointing = False
+        # How noise levels become this model's timestep input; set from the checkpoint header on load.
+        self.timestep_convention: TimestepConvention = FLOAT_TIMESTEPS
         if not any(p.is_meta for p in self.parameters()):
             init_like_wan(self)
 

@@ -6,9 +6,11 @@ from typing import Callable, Optional
 
 import torch
 
-from ..schedules import StepGrid
 from ..validation import check_conditioning, check_finite
-from .transitions import check_transition, model_timestep, predict_x0, transition_step
+from .denoiser import Denoiser
+from .guidance import NO_GUIDANCE, Guidance
+from .noise import draw, seeded_generator
+from .walk import StepEvent, Walk
 
 
 @dataclass
@@ -18,60 +20,31 @@ class StepProgress:
     x0: torch.Tensor  # current prediction of the clean latents (preview)
 
 
-def seeded_generator(seed: int) -> torch.Generator:
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return torch.Generator("cpu").manual_seed(seed)
-
-
-def draw(shape, generator: torch.Generator, device, dtype=torch.float32) -> torch.Tensor:
-    """Gaussian noise drawn on the CPU (reproducible across devices), then moved."""
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
-
-
-def guided(v_cond: torch.Tensor, v_uncond: Optional[torch.Tensor], scale: float) -> torch.Tensor:
-    """Classifier-free guidance on the flow prediction: v_u + s·(v_c − v_u)."""
-    if v_uncond is None or scale == 1.0:
-        return v_cond
-    return v_uncond + scale * (v_cond - v_uncond)
-
-
 @torch.no_grad()
 def sample_clip(
     model,
     context: torch.Tensor,
     *,
     latent_shape: tuple[int, int, int, int, int],
-    grid: StepGrid,
-    transition: str = "ode",
+    walk: Walk,
     seed: int = 0,
-    negative_context: Optional[torch.Tensor] = None,
-    guidance: float = 1.0,
-    integer_timesteps: bool = False,
+    guidance: Guidance = NO_GUIDANCE,
     noise: Optional[torch.Tensor] = None,
     callback: Optional[Callable[[StepProgress], None]] = None,
 ) -> torch.Tensor:
-    """Denoise a whole clip along `grid`. latent_shape: [B, C, T, H, W]. Returns clean latents."""
-    check_transition(transition)
+    """Denoise a whole clip [B, C, T, H, W] = latent_shape along `walk` from seeded noise (or `noise`), under the
+    prompt context [B, L, text_dim]. Returns the clean latents."""
     check_conditioning(context, "context")
-    if guidance != 1.0:
-        check_conditioning(negative_context, "negative_context")
     gen = seeded_generator(seed)
     device = model.device
     if noise is not None:
         check_finite(noise, "noise")
     x = draw(latent_shape, gen, device) if noise is None else noise.to(device, torch.float32)
-    B = latent_shape[0]
-    ctx = context.to(device)
-    neg = negative_context.to(device) if negative_context is not None and guidance != 1.0 else None
-    sig = grid.with_terminal()
-    for i in range(grid.steps):
-        t = torch.full((B,), model_timestep(sig[i], integer_timesteps), device=device)
-        v = model(x, t, ctx)
-        v = guided(v, model(x, t, neg) if neg is not None else None, guidance)
-        x0 = predict_x0(x, v, sig[i])
-        fresh = draw(latent_shape, gen, device) if transition == "renoise" and sig[i + 1] > 0 else None
-        x = transition_step(x, x0, sig[i], sig[i + 1], transition, fresh)
-        if callback is not None:
-            callback(StepProgress(i + 1, grid.steps, x0))
-    return x
+    if guidance.active:
+        guidance = Guidance(guidance.scale, guidance.negative.to(device))
+    denoiser = Denoiser.for_clip(model, context.to(device), guidance)
+    on_step = None
+    if callback is not None:
+        def on_step(e: StepEvent) -> None:
+            callback(StepProgress(e.index + 1, e.steps, e.x0))
+    return walk.run(denoiser, x, gen, on_step=on_step).sample

@@ -1,7 +1,9 @@
-"""One step between noise levels on a flow-matching path (DESIGN §5)."""
+"""One step between noise levels on a flow-matching path.
+
+renoise (Self Forcing): x_next = (1−σn)·x̂0 + σn·ε with fresh ε;  ode: x_next = x̂0 + (σn/σ)·(x_t − x̂0).
+"""
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -15,17 +17,6 @@ def check_transition(name: str) -> str:
     return name
 
 
-def model_timestep(sigma: float, integer: bool = False) -> float:
-    """The timestep fed to the model: 1000σ, truncated to an integer for checkpoints trained that way."""
-    t = 1000.0 * sigma
-    return float(math.floor(t)) if integer else t
-
-
-def predict_x0(x_t: torch.Tensor, v: torch.Tensor, sigma) -> torch.Tensor:
-    """x̂0 = x_t − σ·v for the flow target v = ε − x0. sigma: float or a tensor broadcastable to x."""
-    return x_t - sigma * v
-
-
 def transition_step(
     x_t: torch.Tensor,
     x0: torch.Tensor,
@@ -34,10 +25,7 @@ def transition_step(
     kind: str,
     noise: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Move from level sigma to sigma_next given the prediction x0.
-
-    renoise: (1−σn)·x̂0 + σn·ε (fresh ε, given by the caller);  ode: x̂0 + (σn/σ)·(x_t − x̂0).
-    """
+    """Move from level sigma to sigma_next given the prediction x0 (the noise ε for renoise from the caller)."""
     if sigma_next == 0.0:
         return x0
     if kind == "renoise":

@@ -3,6 +3,8 @@ weights (see io.py), because it is what the embedding rows mean."""
 from __future__ import annotations
 
 import dataclasses
+
+from ..fields import fields_from_dict
 from dataclasses import dataclass
 
 
@@ -37,8 +39,4 @@ class TextEncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TextEncoderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"TextEncoderConfig: unknown fields {unknown}; expected a subset of {sorted(known)}")
-        return cls(**d)
+        return cls(**fields_from_dict(cls, d))

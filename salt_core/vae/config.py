@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..config import fields_from_dict
+from .latent_format import LatentFormat
 
 # Per-channel statistics of the real Wan 2.1 latent space (raw mu), used for z = (mu - mean) / std.
 WAN21_LATENT_MEAN: tuple[float, ...] = (
@@ -16,6 +17,7 @@ WAN21_LATENT_STD: tuple[float, ...] = (
     2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )
+WAN21_LATENT_FORMAT = LatentFormat(WAN21_LATENT_MEAN, WAN21_LATENT_STD)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,11 @@ class VAEConfig:
                 raise ValueError(f"VAEConfig: {name} contains non-finite values")
         if min(self.latent_std) <= 0:
             raise ValueError("VAEConfig: latent_std entries must be > 0")
+
+    @property
+    def latent_format(self) -> LatentFormat:
+        """How this VAE's raw latents map to the normalised space models are trained in."""
+        return LatentFormat(self.latent_mean, self.latent_std)
 
     @property
     def spatial_factor(self) -> int:

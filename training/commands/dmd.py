@@ -1,4 +1,4 @@
-"""`dmd` (baseline) and `sc-dmd` (Salt) for bidirectional students (DESIGN §6).
+"""`dmd` (baseline) and `sc-dmd` (Salt) for bidirectional students.
 
 Each step: the student is updated every `dmd.student_every` steps, the critic every step (Self Forcing's
 order: student first). Student phase: roll the student out from noise with gradient on one random exit
@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import torch
 
-from salt_core.sampling.clip import draw
-from salt_core.schedules import StepGrid
+from salt_core.sampling import Denoiser, Guidance, Walk, draw
+from salt_core.schedules import StepGrid, timestep_convention
 
 from ..config import TrainConfig
 from ..config_load import ConfigError
 from ..distributed import DistContext
 from ..losses.critic import flow_denoising_loss
 from ..losses.dmd import dmd_term
-from ..losses.self_consistency import sc_term, sc_triplet
+from ..losses.self_consistency import SCForm, sc_term, sc_triplet
+from ..losses.timesteps import NoiseLevels
 from ..models import build, check_compatible, check_data_fits, checkpoint_config, load_teacher, resolve_config
 from ..rollout.bidirectional import rollout_bidirectional
 from ..rollout.common import draw_exit_step, draw_step_count
@@ -68,11 +69,15 @@ class DistillTask(StudentTask):
         self.check_extra()
         dev = ctx.device
         teacher = load_teacher(cfg.teacher.init, tconfig, dev)
-        self.student = fsdp_or_plain(build(sconfig, cfg.student, dev, teacher), cfg, ctx)
-        self.critic = fsdp_or_plain(build(configs["critic"], cfg.critic, dev, teacher), cfg, ctx)
+        self.student = fsdp_or_plain(build(sconfig, cfg.student, dev, teacher,
+                                           convention=cfg.grid.timestep_convention), cfg, ctx)
+        self.critic = fsdp_or_plain(build(configs["critic"], cfg.critic, dev, teacher,
+                                          convention=timestep_convention(teacher)), cfg, ctx)
         self.teacher = fsdp_or_plain(teacher, cfg, ctx)  # sharded after the copies above
         self.w = 1.0 + cfg.dmd.guidance_scale
         self.neg = negative_context(cfg, tconfig.text_dim).to(dev) if self.w != 1.0 else None
+        d = cfg.dmd
+        self.levels = NoiseLevels(cfg.grid.shift, d.t_min, d.t_max)
         self._init_probe(dev)
 
     def check_extra(self) -> None:
@@ -91,30 +96,35 @@ class DistillTask(StudentTask):
         seed = self.cfg.run.seed
         return generator(seed, step, phase, "shared"), generator(seed, step, phase, "rank", self.ctx.rank)
 
-    def contexts(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def contexts(self, batch: dict) -> tuple[torch.Tensor, Guidance]:
+        """The batch's prompts [B, L, D] and the teacher's guidance (its negative prompt padded alike)."""
         ctx = batch["context"].float()
         if self.neg is None:
-            return ctx, None
+            return ctx, Guidance()
         L = max(ctx.shape[1], self.neg.shape[1])
-        return pad_tokens(ctx, L), pad_tokens(self.neg, L).expand(ctx.shape[0], -1, -1)
+        return pad_tokens(ctx, L), Guidance(self.w, pad_tokens(self.neg, L).expand(ctx.shape[0], -1, -1))
 
     def exit_step(self, steps: int, g: torch.Generator) -> int:
         e = self.cfg.dmd.exit_step
         return draw_exit_step(steps, g) if e == "random" else min(int(e), steps - 1)
 
-    def dmd(self, x: torch.Tensor, ctx, neg, g: torch.Generator):
-        d = self.cfg.dmd
-        return dmd_term(x, self.teacher, self.critic, ctx, neg, guidance=self.w, shift=self.cfg.grid.shift,
-                        t_min=d.t_min, t_max=d.t_max, generator=g)
+    def dmd(self, x: torch.Tensor, ctx, guidance: Guidance, g: torch.Generator):
+        real = Denoiser.for_clip(self.teacher, ctx, guidance)
+        return dmd_term(x, real, Denoiser.for_clip(self.critic, ctx), self.levels, g)
 
     def critic_loss(self, x: torch.Tensor, ctx, g: torch.Generator):
-        d = self.cfg.dmd
-        return flow_denoising_loss(self.critic, x.detach(), ctx, generator=g, shift=self.cfg.grid.shift,
-                                   t_min=d.t_min, t_max=d.t_max)
+        return flow_denoising_loss(self.critic, x.detach(), ctx, levels=self.levels, generator=g)
 
     def sc_transition(self) -> str:
         t = self.cfg.sc.transition
         return self.cfg.grid.transition if t == "student" else t
+
+    def sc_form(self) -> SCForm:
+        sc = self.cfg.sc
+        return SCForm(sc.stop_grad, sc.normalise, sc.eps)
+
+    def walk(self, grid: StepGrid) -> Walk:
+        return Walk(grid, self.cfg.grid.transition)
 
     def noise(self, batch: dict, g: torch.Generator) -> torch.Tensor:
         return draw((batch["context"].shape[0], *self.data.latent_shape), g, self.ctx.device)
@@ -133,25 +143,22 @@ class BidirectionalDistill(DistillTask):
     def loss(self, phase: str, batch: dict, step: int):
         cfg = self.cfg
         g_shared, g = self.generators(step, phase)
-        ctx, neg = self.contexts(batch)
+        ctx, guidance = self.contexts(batch)
         grid, trip = self.grid_and_triplet(g_shared)
         exit_step = self.exit_step(grid.steps, g_shared)
         noise = self.noise(batch, g)
+        student = Denoiser.for_clip(self.student, ctx)
         if phase == "critic":
             with torch.no_grad():
-                roll = rollout_bidirectional(self.student, noise, ctx, grid, transition=cfg.grid.transition,
-                                             generator=g, exit_step=exit_step, grad=False,
-                                             integer_timesteps=cfg.grid.integer_timesteps)
+                roll = rollout_bidirectional(student, noise, self.walk(grid), g, exit_step=exit_step, grad=False)
             return self.critic_loss(roll.x, ctx, g)
-        roll = rollout_bidirectional(self.student, noise, ctx, grid, transition=cfg.grid.transition, generator=g,
-                                     exit_step=exit_step, record_until=trip.index if trip else None,
-                                     integer_timesteps=cfg.grid.integer_timesteps)
-        loss, stats = self.dmd(roll.x, ctx, neg, g)
+        roll = rollout_bidirectional(student, noise, self.walk(grid), g, exit_step=exit_step,
+                                     until=trip.index if trip else None)
+        loss, stats = self.dmd(roll.x, ctx, guidance, g)
         stats["exit_step"] = exit_step
         if trip is not None and cfg.sc.weight > 0:
-            sc, sc_stats = sc_term(self.student, roll.states[trip.index], trip, ctx, transition=self.sc_transition(),
-                                   generator=g, stop_grad=cfg.sc.stop_grad, normalize=cfg.sc.normalise,
-                                   eps=cfg.sc.eps, integer_timesteps=cfg.grid.integer_timesteps)
+            sc, sc_stats = sc_term(student, roll.states[trip.index], trip, transition=self.sc_transition(),
+                                   generator=g, form=self.sc_form())
             loss = loss + cfg.sc.weight * sc
             stats.update(sc_stats)
         return loss, stats

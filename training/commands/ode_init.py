@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from salt_core.schedules import StepGrid
+from salt_core.schedules import StepGrid, timestep_convention
 
 from ..config import TrainConfig
 from ..config_load import ConfigError
@@ -44,7 +44,8 @@ class ODEInitTask(StudentTask):
         self.chunk = cfg.ar.chunk_frames if cfg.student.causal else None
         check_data_fits(config, self.data.latent_shape, self.data.text_dim, self.chunk, f"data.path {cfg.data.path}")
         teacher = load_teacher(cfg.teacher.init, tconfig, ctx.device) if tconfig is not None else None
-        self.student = fsdp_or_plain(build(config, cfg.student, ctx.device, teacher), cfg, ctx)
+        self.student = fsdp_or_plain(build(config, cfg.student, ctx.device, teacher,
+                                           convention=cfg.grid.timestep_convention), cfg, ctx)
         self.sigmas = torch.tensor(self.data.dataset.timesteps) / 1000.0  # [S]
         self._init_probe(ctx.device)
 
@@ -65,10 +66,11 @@ class ODEInitTask(StudentTask):
         x_t = states.gather(1, pick)[:, 0]  # [B, C, T, H, W]
         sigma = self.sigmas.to(states.device)[k_frames]  # [B, T]
         s = sigma[:, None, :, None, None]
+        t = timestep_convention(self.student).batch(sigma, B, states.device)  # [B, T]
         if self.chunk is None:
-            v = self.student(x_t, 1000.0 * sigma[:, 0], ctx)
+            v = self.student(x_t, t[:, 0], ctx)
         else:
-            x_in, t_in, mask, pos = teacher_forcing_inputs(x0, x_t, 1000.0 * sigma, chunk_frames=self.chunk,
+            x_in, t_in, mask, pos = teacher_forcing_inputs(x0, x_t, t, chunk_frames=self.chunk,
                                                            policy=self.cfg.ar.cache)
             v = self.student(x_in, t_in, ctx, frame_mask=mask, frame_positions=pos)[:, :, T:]
         x0_hat = x_t - s * v.float()

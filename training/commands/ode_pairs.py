@@ -9,13 +9,11 @@ split over ranks (sample i on rank i mod world); each rank writes its own shards
 from __future__ import annotations
 
 import os
-from typing import Callable
 
 import torch
 
 from salt_core.checkpoints import load_dit
-from salt_core.sampling.clip import guided
-from salt_core.sampling.transitions import model_timestep, predict_x0, transition_step
+from salt_core.sampling import CausalSetup, Denoiser, Guidance, Walk
 from salt_core.schedules import StepGrid, uniform_timesteps
 
 from ..config import TrainConfig
@@ -23,11 +21,8 @@ from ..config_load import ConfigError
 from ..data.shards import INDEX, ShardWriter, write_index
 from ..distributed import setup, teardown
 from ..models import check_data_fits, checkpoint_config, frozen
-from ..rollout.common import CachedChunk
 from ..seeding import generator
 from .common import apply_threads, load_data, negative_context, pad_tokens, require_teacher
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def teacher_grid(cfg: TrainConfig) -> tuple[StepGrid, list[int]]:
@@ -39,49 +34,22 @@ def teacher_grid(cfg: TrainConfig) -> tuple[StepGrid, list[int]]:
 
 
 @torch.no_grad()
-def integrate(cond: Denoiser, uncond: Denoiser | None, x: torch.Tensor, grid: StepGrid, record: list[int],
-              guidance: float, integer: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euler steps of the flow ODE from x (level grid[0]); returns (states [B, S, ...] at `record`, x0)."""
-    sig = grid.with_terminal()
-    states = {}
-    for i in range(grid.steps):
-        if i in record:
-            states[i] = x
-        t = torch.full((x.shape[0],), model_timestep(sig[i], integer), device=x.device)
-        v = cond(x, t)
-        if uncond is not None:
-            v = guided(v, uncond(x, t), guidance)
-        x = transition_step(x, predict_x0(x, v, sig[i]), sig[i], sig[i + 1], "ode")
-    return torch.stack([states[i] for i in record], dim=1), x
+def trajectories(model, noise, ctx, guidance: Guidance, cfg: TrainConfig, grid: StepGrid, record: list[int]):
+    """The teacher's probability-flow ODE (Euler steps along `grid`, CFG) from noise [B, C, T, H, W]; a causal
+    teacher chunk by chunk against its KV caches. Returns (states [B, S, C, T, H, W] at `record`, x0)."""
+    walk = Walk(grid, "ode")
 
+    def integrate(run, x):
+        res = run(x)
+        return torch.stack([res.states[i] for i in record], dim=1), res.sample
 
-@torch.no_grad()
-def trajectories(model, noise, ctx, neg, cfg: TrainConfig, grid, record, w: float):
-    integer = cfg.grid.integer_timesteps
     if not cfg.teacher.causal:
-        uncond = (lambda x, t: model(x, t, neg)) if neg is not None else None
-        return integrate(lambda x, t: model(x, t, ctx), uncond, noise, grid, record, w, integer)
-    F, policy = cfg.ar.chunk_frames, cfg.ar.cache
-    B = noise.shape[0]
-    caches = []
-    for c in (ctx, neg):
-        if c is None:
-            caches.append(None)
-            continue
-        cache = model.new_cache(policy, batch=B, latent_hw=tuple(noise.shape[3:]), chunk_frames=F)
-        model.set_prompt(cache, c)
-        caches.append(cache)
-    t_ctx = torch.full((B,), policy.context_t, device=noise.device)
+        return integrate(lambda x: walk.run(Denoiser.for_clip(model, ctx, guidance), x, record=record), noise)
+    F = cfg.ar.chunk_frames
+    driver = CausalSetup(model, ctx, cfg.ar.cache, F, guidance).driver(noise)
     states, outs = [], []
-    for start in range(0, noise.shape[2], F):
-        idx = list(range(start, start + F))
-        cond = CachedChunk(model, caches[0], idx)
-        uncond = CachedChunk(model, caches[1], idx) if caches[1] is not None else None
-        s, x0 = integrate(lambda x, t: cond(x, t), (lambda x, t: uncond(x, t)) if uncond else None,
-                          noise[:, :, idx], grid, record, w, integer)
-        for cache in caches:
-            if cache is not None:
-                model.forward_chunk(x0, t_ctx, cache, idx, commit=True)
+    for c in range(driver.layout.num_chunks):
+        s, x0 = integrate(lambda x: driver.chunk(c, x, walk, record=record), noise[:, :, c * F:(c + 1) * F])
         states.append(s)
         outs.append(x0)
     return torch.cat(states, dim=3), torch.cat(outs, dim=2)
@@ -116,11 +84,12 @@ def run(cfg: TrainConfig, command: str = "ode-pairs") -> dict:
             ctx = torch.stack([it["context"] for it in items]).float().to(ctx_.device)
             noise = torch.stack([torch.randn(data.latent_shape, generator=generator(cfg.run.seed, "ode-noise", i))
                                  for i in ids]).to(ctx_.device)
-            neg = None
+            guidance = Guidance()
             if neg1 is not None:
                 L = max(ctx.shape[1], neg1.shape[1])
-                ctx, neg = pad_tokens(ctx, L), pad_tokens(neg1, L).expand(len(ids), -1, -1)
-            states, x0 = trajectories(model, noise, ctx, neg, cfg, grid, record, w)
+                ctx = pad_tokens(ctx, L)
+                guidance = Guidance(w, pad_tokens(neg1, L).expand(len(ids), -1, -1))
+            states, x0 = trajectories(model, noise, ctx, guidance, cfg, grid, record)
             for j, it in enumerate(items):
                 writer.add({"noise": noise[j], "states": states[j], "x0": x0[j], "context": ctx[j]}, it["prompt"])
         writer.flush()

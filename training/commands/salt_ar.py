@@ -1,4 +1,4 @@
-"""`salt-ar`: Salt for autoregressive students — SC-DMD plus cache-distribution-aware training (DESIGN §6).
+"""`salt-ar`: Salt for autoregressive students — SC-DMD plus cache-distribution-aware training.
 
 Student phase:
 * Self Forcing rollout of the causal student, chunk by chunk against a KV cache under `ar.cache`;
@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import torch
 
+from salt_core.sampling import CausalSetup
 from salt_core.schedules import StepGrid
 
 from ..config import TrainConfig
 from ..config_load import ConfigError
 from ..losses.self_consistency import sc_term, sc_triplet
-from ..rollout.autoregressive import rollout_ar
-from ..rollout.cache_aware import cache_alignment_term
+from ..rollout.autoregressive import plan_chunks, rollout_ar
+from ..rollout.cache_aware import CacheAlignment, cache_alignment_term
 from ..rollout.common import draw_exit_step, draw_step_count, mixed_step_grids
 from .dmd import DistillTask, run_distill
 
@@ -45,54 +46,49 @@ class SaltARTask(DistillTask):
         self.chunks = T // a.chunk_frames
 
     def rollout_plan(self, g_shared: torch.Generator):
-        """(per-chunk grids, exit steps, SC triplet) — the same on every rank."""
+        """(per-chunk walks and exits, SC triplet) — the same on every rank."""
         cfg = self.cfg
         K = draw_step_count(cfg.grid.step_counts, g_shared)
         trip = sc_triplet(K, cfg.grid.shift, g_shared)
         grids = mixed_step_grids(self.chunks, choices=cfg.ar.cache_step_counts, shift=cfg.grid.shift,
                                  generator=g_shared, current=K)
         exits = [self.exit_step(gr.steps, g_shared) for gr in grids]
-        return grids, exits, trip
+        return plan_chunks(grids, cfg.grid.transition, exit_steps=exits), trip
 
-    def rollout(self, noise, ctx, grids, exits, g, *, record_until=None):
-        cfg = self.cfg
-        return rollout_ar(self.student, noise, ctx, chunk_frames=cfg.ar.chunk_frames, grids=grids,
-                          policy=cfg.ar.cache, transition=cfg.grid.transition, generator=g, exit_steps=exits,
-                          record_until=record_until, integer_timesteps=cfg.grid.integer_timesteps)
+    def setup(self, ctx) -> CausalSetup:
+        return CausalSetup(self.student, ctx, self.cfg.ar.cache, self.cfg.ar.chunk_frames)
+
+    def alignment(self, steps: int) -> CacheAlignment:
+        a, shift = self.cfg.ar, self.cfg.grid.shift
+        return CacheAlignment(self.walk(StepGrid.uniform(a.fa_low_steps, shift)),
+                              self.walk(StepGrid.uniform(a.fa_high_steps, shift)), tuple(a.fa_layers), a.fa_x0)
 
     def loss(self, phase: str, batch: dict, step: int):
         cfg = self.cfg
         g_shared, g = self.generators(step, phase)
-        ctx, neg = self.contexts(batch)
-        grids, exits, trip = self.rollout_plan(g_shared)
+        ctx, guidance = self.contexts(batch)
+        chunks, trip = self.rollout_plan(g_shared)
         noise = self.noise(batch, g)
+        setup = self.setup(ctx)
         if phase == "critic":
             with torch.no_grad():
-                roll = self.rollout(noise, ctx, grids, exits, g)
+                roll = rollout_ar(setup.driver(noise), noise, chunks, g)
             return self.critic_loss(roll.x, ctx, g)
         sc_on = cfg.sc.weight > 0
-        roll = self.rollout(noise, ctx, grids, exits, g, record_until=trip.index if sc_on else None)
-        loss, stats = self.dmd(roll.x, ctx, neg, g)
-        stats["exit_step_current"] = exits[-1]
-        stats["cache_steps_mean"] = sum(gr.steps for gr in grids[:-1]) / max(1, len(grids) - 1)
+        roll = rollout_ar(setup.driver(noise), noise, chunks, g, until_last=trip.index if sc_on else None)
+        loss, stats = self.dmd(roll.x, ctx, guidance, g)
+        stats["exit_step_current"] = chunks[-1].exit_step
+        stats["cache_steps_mean"] = sum(c.walk.steps for c in chunks[:-1]) / max(1, len(chunks) - 1)
         if sc_on:
-            current = roll.chunks[-1]
-            sc, sc_stats = sc_term(roll.current(self.student), current.states[trip.index], trip, None,
-                                   transition=self.sc_transition(), generator=g, stop_grad=cfg.sc.stop_grad,
-                                   normalize=cfg.sc.normalise, eps=cfg.sc.eps,
-                                   integer_timesteps=cfg.grid.integer_timesteps)
+            sc, sc_stats = sc_term(roll.current(), roll.chunks[-1].states[trip.index], trip,
+                                   transition=self.sc_transition(), generator=g, form=self.sc_form())
             loss = loss + cfg.sc.weight * sc
             stats.update(sc_stats)
         if cfg.ar.fa_weight > 0 and self.chunks >= 2:
-            a = cfg.ar
             fa, fa_stats = cache_alignment_term(
-                self.student, noise, ctx, chunk_frames=a.chunk_frames,
-                grid=StepGrid.uniform(trip.steps, cfg.grid.shift),
-                policy=a.cache, low_steps=a.fa_low_steps, high_steps=a.fa_high_steps, shift=cfg.grid.shift,
-                transition=cfg.grid.transition, generator=g, layers=a.fa_layers, use_x0=a.fa_x0,
-                step_index=draw_exit_step(trip.steps, g_shared),  # same on every rank (FSDP: same forwards)
-                integer_timesteps=cfg.grid.integer_timesteps)
-            loss = loss + a.fa_weight * fa
+                setup, noise, self.walk(StepGrid.uniform(trip.steps, cfg.grid.shift)), self.alignment(trip.steps), g,
+                step_index=draw_exit_step(trip.steps, g_shared))  # same on every rank (FSDP: same forwards)
+            loss = loss + cfg.ar.fa_weight * fa
             stats.update(fa_stats)
         return loss, stats
 

@@ -7,20 +7,32 @@ from typing import Optional
 import torch
 
 from salt_core.config import DiTConfig, SamplingDefaults
+from salt_core.sampling import CausalSetup, Denoiser, Walk
+from salt_core.validation import VAE_SPACE
 
 from ..config import TrainConfig
 from ..config_load import ConfigError
+from ..losses.self_consistency import SCForm
 from ..semigroup import semigroup_defect
 from ..task import Task
 from .common import Data, probe_batch, student_grid
 
 
-def student_sampling(cfg: TrainConfig, step: int) -> SamplingDefaults:
+def student_sampling(cfg: TrainConfig, step: int, latent_shape=None) -> SamplingDefaults:
+    """What the exported student was trained for; latent_shape (C, T, H, W) of the data gives its resolution."""
     return SamplingDefaults(
         causal=cfg.student.causal, chunk_frames=cfg.ar.chunk_frames, shift=cfg.grid.shift,
         timesteps=tuple(float(t) for t in cfg.grid.timesteps), transition=cfg.grid.transition,
-        context_t=cfg.ar.cache.context_t, integer_timesteps=cfg.grid.integer_timesteps, train_iterations=step,
+        integer_timesteps=cfg.grid.integer_timesteps, cache=cfg.ar.cache if cfg.student.causal else None,
+        resolution=trained_resolution(latent_shape), train_iterations=step,
     )
+
+
+def trained_resolution(latent_shape) -> Optional[tuple[int, int]]:
+    """Pixel (height, width) of latents (C, T, h, w) for Wan's 8x VAE; None when unknown."""
+    if not latent_shape:
+        return None
+    return VAE_SPACE * int(latent_shape[-2]), VAE_SPACE * int(latent_shape[-1])
 
 
 def check_grid(cfg: TrainConfig) -> None:
@@ -53,16 +65,13 @@ class StudentTask(Task):
             return {}
         cfg = self.cfg
         noise, ctx = self._probe
-        d = semigroup_defect(
-            self.student, noise, ctx, student_grid(cfg), shift=cfg.grid.shift, transition=cfg.grid.transition,
-            seed=cfg.run.seed, normalize=cfg.sc.normalise, eps=cfg.sc.eps,
-            chunk_frames=cfg.ar.chunk_frames if cfg.student.causal else None, policy=cfg.ar.cache,
-            integer_timesteps=cfg.grid.integer_timesteps,
-        )
-        return {"semigroup_defect": d.mean, **{f"semigroup_defect_step{i}": v for i, v in enumerate(d.per_step)}}
+        causal = CausalSetup(self.student, ctx, cfg.ar.cache, cfg.ar.chunk_frames) if cfg.student.causal else None
+        d = semigroup_defect(Denoiser.for_clip(self.student, ctx), noise, Walk(student_grid(cfg), cfg.grid.transition),
+                             seed=cfg.run.seed, form=SCForm("none", cfg.sc.normalise, cfg.sc.eps), causal=causal)
+        return d.to_dict()
 
     def sampling_defaults(self, step: int) -> SamplingDefaults:
-        return student_sampling(self.cfg, step)
+        return student_sampling(self.cfg, step, self.data.latent_shape)
 
 
 def teacher_config_if_needed(cfg: TrainConfig, *roles: str) -> Optional[DiTConfig]:

@@ -15,11 +15,12 @@ from salt_core.schedules import shift_sigma, uniform_timesteps
 from ..config import TrainConfig
 from ..config_load import ConfigError
 from ..distributed import DistContext
-from ..losses.critic import flow_denoising_loss
+from ..losses.critic import CausalTraining, flow_denoising_loss
 from ..models import build, check_data_fits, resolve_config
 from ..seeding import per_sample, per_sample_randn
 from ..task import NetSpec, Task
 from .common import fsdp_or_plain, load_data, negative_context, pad_tokens, run_training
+from .student import trained_resolution
 
 
 def draw_sigma(g: torch.Generator, n: int, kind: str, shift: float) -> torch.Tensor:
@@ -42,7 +43,8 @@ class TeacherTask(Task):
         check_data_fits(config, self.data.latent_shape, self.data.text_dim, self.chunk, f"data.path {cfg.data.path}")
         if not 0.0 <= cfg.flow.cond_dropout < 1.0:
             raise ConfigError(f"flow.cond_dropout must be in [0, 1), got {cfg.flow.cond_dropout}")
-        self.model = fsdp_or_plain(build(config, cfg.teacher, ctx.device), cfg, ctx)
+        self.model = fsdp_or_plain(build(config, cfg.teacher, ctx.device, convention=cfg.grid.timestep_convention),
+                                   cfg, ctx)
         self.neg = negative_context(cfg, config.text_dim).to(ctx.device) if cfg.flow.cond_dropout > 0 else None
 
     def networks(self) -> dict[str, NetSpec]:
@@ -69,7 +71,7 @@ class TeacherTask(Task):
                 ctx = torch.where(drop.to(ctx.device)[:, None, None], neg, ctx)
         loss, stats = flow_denoising_loss(
             self.model, x0, ctx, sigma=sigma if self.chunk else sigma[:, 0], noise=noise,
-            chunk_frames=self.chunk, ar_mode=cfg.flow.ar_mode, policy=cfg.ar.cache,
+            causal=CausalTraining(self.chunk, cfg.flow.ar_mode, cfg.ar.cache) if self.chunk else None,
         )
         return loss, stats
 
@@ -78,7 +80,8 @@ class TeacherTask(Task):
         return SamplingDefaults(
             causal=c.teacher.causal, chunk_frames=c.ar.chunk_frames, shift=c.grid.shift,
             timesteps=tuple(round(t, 6) for t in uniform_timesteps(c.flow.sample_steps)), transition="ode",
-            context_t=c.ar.cache.context_t, integer_timesteps=c.grid.integer_timesteps, train_iterations=step,
+            integer_timesteps=c.grid.integer_timesteps, cache=c.ar.cache if c.teacher.causal else None,
+            resolution=trained_resolution(self.data.latent_shape), train_iterations=step,
         )
 
 

@@ -10,14 +10,16 @@ For an AR (block-causal) teacher the same loss runs in one pass with a frame mas
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
 from salt_core.kv_cache import CachePolicy
-from salt_core.sampling.clip import draw
+from salt_core.sampling import draw
+from salt_core.schedules import timestep_convention
 
-from .timesteps import sample_timesteps
+from .timesteps import NoiseLevels
 
 Model = Callable[..., torch.Tensor]
 AR_MODES = ("teacher_forcing", "diffusion_forcing")
@@ -53,50 +55,57 @@ def teacher_forcing_inputs(
     return torch.cat([x0, x_t], dim=2), t_in, mask, list(range(T)) * 2
 
 
+@dataclass(frozen=True)
+class CausalTraining:
+    """A block-causal (AR) teacher trained in one pass: chunks of `chunk_frames`, clean context ("teacher_forcing")
+    or noisy context ("diffusion_forcing"), the visibility of cache `policy`, one noise level per chunk or per
+    sample (`per_chunk_sigma`)."""
+
+    chunk_frames: int
+    ar_mode: str = "teacher_forcing"
+    policy: CachePolicy = CachePolicy()
+    per_chunk_sigma: bool = True
+
+    def __post_init__(self) -> None:
+        if self.ar_mode not in AR_MODES:
+            raise ValueError(f"ar_mode {self.ar_mode!r} is unknown; allowed: {list(AR_MODES)}")
+
+
 def flow_denoising_loss(
     model: Model,
     x0: torch.Tensor,
     ctx: torch.Tensor,
     *,
+    levels: NoiseLevels = NoiseLevels(),
+    causal: Optional[CausalTraining] = None,
+    generator: Optional[torch.Generator] = None,
     sigma: Optional[torch.Tensor] = None,
     noise: Optional[torch.Tensor] = None,
-    generator: Optional[torch.Generator] = None,
-    shift: float = 5.0,
-    t_min: float = 20.0,
-    t_max: float = 980.0,
-    chunk_frames: Optional[int] = None,
-    ar_mode: str = "teacher_forcing",
-    policy: CachePolicy = CachePolicy(),
-    per_chunk_sigma: bool = True,
     frame_mask: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, dict]:
     """Flow-matching MSE of `model` on clean latents x0 [B, C, T, H, W] (detached: never trains the producer).
 
-    model(x, t, ctx, frame_mask=, frame_positions=) -> v; ctx: [B, L, text_dim].
-    sigma: noise levels, [B] (or [B, chunks] with chunk_frames); default drawn by `sample_timesteps`
-      (integer grid, `shift`, clamped to [t_min, t_max]; the critic uses the DMD settings).
-    noise: ε like x0 (default drawn from `generator`).
-    chunk_frames: None = bidirectional (or a caller's `frame_mask` [T, T]); an int = AR teacher training in
-      `ar_mode` "teacher_forcing" (clean context) or "diffusion_forcing" (noisy context), with the
-      visibility of cache `policy`; per_chunk_sigma draws one level per chunk instead of per sample.
+    model(x, t, ctx, frame_mask=, frame_positions=) -> v, fed timesteps by its own convention; ctx: [B, L, text_dim].
+    sigma: noise levels, [B] (or [B, chunks] for a causal model); default drawn from `levels` (the critic uses the
+      DMD settings). noise: ε like x0 (default drawn from `generator`).
+    causal: None = bidirectional (or a caller's `frame_mask` [T, T]); else AR teacher training (see CausalTraining).
     Returns (loss: mean over all elements, stats {"flow_loss", "flow_t_mean"}).
     """
     x0 = x0.detach().float()
     B, T = x0.shape[0], x0.shape[2]
     chunks = 1
-    if chunk_frames is not None:
-        if ar_mode not in AR_MODES:
-            raise ValueError(f"ar_mode {ar_mode!r} is unknown; allowed: {list(AR_MODES)}")
+    if causal is not None:
+        chunk_frames = causal.chunk_frames
         if T % chunk_frames:
             raise ValueError(f"{T} latent frames are not a multiple of chunk_frames={chunk_frames}")
         if frame_mask is not None:
-            raise ValueError("give either chunk_frames (AR masks built here) or frame_mask, not both")
-        chunks = T // chunk_frames if per_chunk_sigma else 1
+            raise ValueError("give either a causal setup (AR masks built here) or frame_mask, not both")
+        chunks = T // chunk_frames if causal.per_chunk_sigma else 1
     if sigma is None:
-        _, sigma = sample_timesteps((B, chunks), shift=shift, t_min=t_min, t_max=t_max, generator=generator)
+        _, sigma = levels.draw((B, chunks), generator)
     sigma = torch.as_tensor(sigma, dtype=torch.float32).to(x0.device)
     sigma = sigma.view(B, -1)
-    if chunk_frames is not None:
+    if causal is not None:
         sig_f = sigma.repeat_interleave(T // sigma.shape[1], dim=1)  # [B, T]
     else:
         if sigma.shape[1] != 1:
@@ -106,14 +115,14 @@ def flow_denoising_loss(
     s = sig_f[:, None, :, None, None]
     x_t = (1.0 - s) * x0 + s * eps
     target = eps - x0
-    t = 1000.0 * sig_f
-    if chunk_frames is None:
+    t = timestep_convention(model).batch(sig_f, B, x0.device)  # [B, T]
+    if causal is None:
         t_in = t[:, 0] if frame_mask is None else t
         v = model(x_t, t_in, ctx) if frame_mask is None else model(x_t, t_in, ctx, frame_mask=frame_mask)
-    elif ar_mode == "diffusion_forcing":
-        v = model(x_t, t, ctx, frame_mask=policy.frame_mask(T, chunk_frames))
+    elif causal.ar_mode == "diffusion_forcing":
+        v = model(x_t, t, ctx, frame_mask=causal.policy.frame_mask(T, chunk_frames))
     else:
-        x_in, t_in, mask, pos = teacher_forcing_inputs(x0, x_t, t, chunk_frames=chunk_frames, policy=policy)
+        x_in, t_in, mask, pos = teacher_forcing_inputs(x0, x_t, t, chunk_frames=chunk_frames, policy=causal.policy)
         v = model(x_in, t_in, ctx, frame_mask=mask, frame_positions=pos)[:, :, T:]
     loss = (v.float() - target).square().mean()
     return loss, {"flow_loss": loss.item(), "flow_t_mean": t.mean().item()}

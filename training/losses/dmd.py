@@ -1,87 +1,21 @@
-"""Distribution Matching Distillation (DESIGN §6, DMD baseline).
+"""Distribution Matching Distillation (the DMD baseline).
 
 The student's sample x is noised to a random level, denoised by the frozen teacher (with CFG) and by
 the critic; their disagreement g = (x̂_fake − x̂_real) / mean|x − x̂_real| is the (normalised) KL
 gradient, applied to x through the surrogate L = ½‖x − sg(x − g)‖².
 
-Models are called as `model(x_t, t, ctx) -> v` (flow prediction v = ε − x0), so any callable with that
-signature works (a WanDiT, a stub in tests).
+The teacher and the critic are `salt_core.sampling.Denoiser`s (a model under the prompt, its guidance and its
+timestep convention), so CFG and the timestep rule live where every sampler gets them.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
-from salt_core.sampling.clip import draw, guided
-from salt_core.sampling.transitions import predict_x0
+from salt_core.sampling import Denoiser, draw
 
-from .timesteps import sample_timesteps
-
-Model = Callable[..., torch.Tensor]
-
-
-def _per_sample(sigma, x: torch.Tensor) -> torch.Tensor:
-    """σ: float, [B] or broadcastable -> a tensor broadcastable to x: [B, 1, 1, 1, 1]."""
-    s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
-    if s.ndim == 1:
-        s = s.view(-1, *([1] * (x.ndim - 1)))
-    return s
-
-
-def model_x0(
-    model: Model,
-    x_t: torch.Tensor,
-    t: torch.Tensor,
-    sigma,
-    ctx: torch.Tensor,
-    neg_ctx: Optional[torch.Tensor] = None,
-    guidance: float = 1.0,
-) -> torch.Tensor:
-    """x̂0 = x_t − σ·v of a flow model, with classifier-free guidance when guidance ≠ 1.
-
-    x_t: [B, C, T, H, W]; t: [B] model timesteps (1000σ); sigma: [B] or float; ctx/neg_ctx: [B, L, text_dim];
-    guidance w: v = v_neg + w·(v_c − v_neg), i.e. x̂0 = x̂_c + (w−1)(x̂_c − x̂_neg) (Self Forcing's 3.0 is w = 4).
-    Runs under the caller's grad mode.
-    """
-    v = model(x_t, t, ctx)
-    if guidance != 1.0:
-        if neg_ctx is None:
-            raise ValueError(f"guidance={guidance} needs a negative prompt embedding (neg_ctx)")
-        v = guided(v, model(x_t, t, neg_ctx), guidance)
-    return predict_x0(x_t, v, _per_sample(sigma, x_t))
-
-
-@torch.no_grad()
-def teacher_x0(
-    teacher: Model,
-    x_t: torch.Tensor,
-    t: torch.Tensor,
-    sigma,
-    ctx: torch.Tensor,
-    neg_ctx: Optional[torch.Tensor],
-    guidance: float,
-) -> torch.Tensor:
-    """The real score's clean estimate x̂_real with CFG scale `guidance` (w; 1 = no CFG). Frozen: no grad.
-
-    Arguments as `model_x0`. CFG is applied to the flow prediction, which at fixed x_t and σ is the same
-    as x̂_c + (w−1)(x̂_c − x̂_neg) on the clean estimates."""
-    return model_x0(teacher, x_t, t, sigma, ctx, neg_ctx, guidance)
-
-
-def sample_dmd_timestep(
-    batch: int,
-    shift: float = 5.0,
-    t_min: float = 20.0,
-    t_max: float = 980.0,
-    generator: Optional[torch.Generator] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise level of the DMD step: uniform on the 1000-point grid, warped by `shift`, clamped to [t_min, t_max].
-
-    batch: B (one level per sample, shared by every frame); shift: the flow shift (5 for Wan/Self Forcing);
-    t_min/t_max: clamp on the shifted timestep; generator: CPU generator for reproducibility.
-    Returns (t [B], sigma [B]) float32 on the CPU."""
-    return sample_timesteps(batch, shift=shift, t_min=t_min, t_max=t_max, generator=generator)
+from .timesteps import NoiseLevels
 
 
 def dmd_loss(
@@ -116,32 +50,25 @@ def dmd_loss(
 
 def dmd_term(
     x: torch.Tensor,
-    teacher: Model,
-    critic: Model,
-    ctx: torch.Tensor,
-    neg_ctx: Optional[torch.Tensor] = None,
-    *,
-    guidance: float = 4.0,
-    shift: float = 5.0,
-    t_min: float = 20.0,
-    t_max: float = 980.0,
+    real: Denoiser,
+    fake: Denoiser,
+    levels: NoiseLevels = NoiseLevels(),
     generator: Optional[torch.Generator] = None,
     noise: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, dict]:
     """The whole DMD generator step on a student sample x [B, C, T, H, W].
 
-    Draws (t, σ) with `sample_dmd_timestep`, noises x_t = (1−σ)·sg(x) + σ·ε (ε: `noise` or drawn from
-    `generator`), then x̂_real = teacher_x0 (CFG `guidance` with `neg_ctx`) and x̂_fake = critic x̂0 (no
-    CFG, no grad) and returns `dmd_loss` (stats gain "dmd_t_mean")."""
-    B = x.shape[0]
-    t, sigma = sample_dmd_timestep(B, shift, t_min, t_max, generator)
-    t, sigma = t.to(x.device), sigma.to(x.device)
+    Draws one noise level per sample from `levels`, noises x_t = (1−σ)·sg(x) + σ·ε (ε: `noise` or drawn from
+    `generator`), then x̂_real from `real` (the frozen teacher under the prompt, with its CFG) and x̂_fake from
+    `fake` (the critic, no CFG), both without gradient, and returns `dmd_loss` (stats gain "dmd_t_mean")."""
+    t, sigma = levels.draw(x.shape[0], generator)
+    sigma = sigma.to(x.device)
     eps = draw(x.shape, generator, x.device) if noise is None else noise.to(x.device, torch.float32)
-    s = _per_sample(sigma, x)
+    s = sigma.view(-1, *([1] * (x.ndim - 1)))
     with torch.no_grad():
         x_t = (1.0 - s) * x.detach().float() + s * eps
-        x0_real = teacher_x0(teacher, x_t, t, sigma, ctx, neg_ctx, guidance)
-        x0_fake = model_x0(critic, x_t, t, sigma, ctx)
+        x0_real = real.x0(x_t, sigma)
+        x0_fake = fake.x0(x_t, sigma)
     loss, stats = dmd_loss(x, x0_real, x0_fake)
     stats["dmd_t_mean"] = t.mean().item()
     return loss, stats

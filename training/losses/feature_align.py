@@ -1,4 +1,4 @@
-"""Cache-conditioned feature alignment (DESIGN §6, cache-distribution-aware AR training).
+"""Cache-conditioned feature alignment (cache-distribution-aware AR training).
 
 The student runs the same chunk input x_t twice: against a low-quality cache C_low and against a
 high-quality reference cache C_high. This loss pulls the features under C_low toward sg(features

@@ -1,10 +1,11 @@
 """Noise levels for the training losses: draws on the shifted 1000-point grid and the shift's inverse.
 
-All levels are σ ∈ [0, 1] with model timestep t = 1000σ (DESIGN §5). Draws happen on the CPU from an
+All levels are σ ∈ [0, 1] with model timestep t = 1000σ . Draws happen on the CPU from an
 explicit `torch.Generator`, so a run is reproducible on any device.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -42,6 +43,19 @@ def sample_timesteps(
     sigma = shift * raw / (1.0 + (shift - 1.0) * raw)
     t = (1000.0 * sigma).clamp(t_min, t_max)
     return t.float(), (t / 1000.0).float()
+
+
+@dataclass(frozen=True)
+class NoiseLevels:
+    """Where the DMD / critic losses noise a sample: the shifted 1000-point grid, clamped to [t_min, t_max]."""
+
+    shift: float = 5.0
+    t_min: float = 20.0
+    t_max: float = 980.0
+
+    def draw(self, shape, generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t, sigma) of `shape`, float32 on the CPU (see `sample_timesteps`)."""
+        return sample_timesteps(shape, shift=self.shift, t_min=self.t_min, t_max=self.t_max, generator=generator)
 
 
 def midpoint_sigma(sigma_s: float, sigma_e: float, shift: float) -> float:
