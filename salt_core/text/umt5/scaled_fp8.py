@@ -8,9 +8,16 @@ FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") i
 _ROWS_PER_STEP = 4096   # bounds the float32 temporary to rows x columns at a time
 
 
+def _broadcasts(small: torch.Size, big: torch.Size) -> bool:
+    try:
+        return torch.broadcast_shapes(small, big) == big
+    except RuntimeError:
+        return False
+
+
 def dequantize_scaled_fp8(weight: torch.Tensor, scale_weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """weight: fp8 [out, in]; scale_weight: one value (or broadcastable to weight) -> weight * scale in dtype."""
-    if scale_weight.numel() != 1 and torch.broadcast_shapes(scale_weight.shape, weight.shape) != weight.shape:
+    if scale_weight.numel() != 1 and not _broadcasts(scale_weight.shape, weight.shape):
         raise ValueError(f"scale_weight of shape {tuple(scale_weight.shape)} does not broadcast to the weight's "
                          f"{tuple(weight.shape)}")
     scale = scale_weight.float().reshape(()) if scale_weight.numel() == 1 else scale_weight.float()
