@@ -138,6 +138,18 @@ def test_comfyui_scaled_fp8_is_dequantised(tmp_path, reference, spiece_bytes):
     assert load_umt5(path).info.dtype == torch.bfloat16   # fp8 storage computes in bf16 by default
 
 
+def test_plain_fp8_and_a_prefixed_comfyui_file(tmp_path, reference, spiece_bytes):
+    model, _ = reference
+    file = comfyui_fp16(model, spiece_bytes)
+    q = "encoder.block.1.layer.0.SelfAttention.q.weight"
+    file[q] = file[q].to(torch.float8_e4m3fn)           # fp8 without a scale_weight: a plain cast
+    path = tmp_path / "umt5_saved_by_clipsave.safetensors"
+    save_file({f"umt5xxl.transformer.{k}": v for k, v in file.items()}, str(path))
+    enc = load_umt5(path, dtype=torch.float32)
+    assert torch.equal(enc.model.state_dict()["blocks.1.attn.q.weight"], file[q].float())
+    assert any("umt5xxl.transformer." in n for n in enc.info.notes)
+
+
 def test_dequantize_scaled_fp8_bounds_memory_and_checks_the_scale():
     w = torch.randn(9000, 3)
     w8, scale = (w / 0.01).to(torch.float8_e4m3fn), torch.tensor(0.01)

@@ -55,11 +55,12 @@ def _tokenizer_for(tokenizer, layout: Layout, reader: CheckpointReader, path: st
 
 
 def _weight(reader: CheckpointReader, layout: Layout, name: str, device, dtype: torch.dtype) -> torch.Tensor:
+    """One weight in dtype on device; the file's tensor (often memory-mapped) is copied exactly once."""
     t = reader.read(layout.names[name])
     if name in layout.scales:
-        t = dequantize_scaled_fp8(t, reader.read(layout.scales[name]), dtype)
-    elif t.dtype in FP8_DTYPES:   # plain fp8 storage without a scale: a cast (no CPU kernels compute in fp8)
-        t = t.to(torch.float32)
+        return dequantize_scaled_fp8(t, reader.read(layout.scales[name]), dtype).to(device)
+    if t.dtype in FP8_DTYPES:   # plain fp8 storage: a cast, done in bounded steps (no CPU kernels compute in fp8)
+        return dequantize_scaled_fp8(t, torch.ones(()), dtype).to(device)
     return t.to(device=device, dtype=dtype, copy=True)
 
 
