@@ -8,7 +8,8 @@ from salt_core.text.umt5 import UMT5Encoder, official_to_transformers_name, rela
 from _umt5_helpers import randomised_encoder, tiny_config, transformers_config, transformers_encoder
 from conftest import rel_err
 
-transformers = pytest.importorskip("transformers", reason="transformers is the test-only oracle: pip install -e '.[test]'")
+transformers = pytest.importorskip("transformers",
+                                   reason="transformers is the test-only oracle: pip install -e '.[test]'")
 
 
 @pytest.fixture(scope="module")

@@ -40,31 +40,32 @@ _TOP_NAMES: tuple[tuple[str, str], ...] = (
     ("norm.weight", "encoder.final_layer_norm.weight"),
 )
 TIED_EMBEDDING = "encoder.embed_tokens.weight"   # transformers' second name for shared.weight
-_HF_BLOCK = re.compile(r"^encoder\.block\.(\d+)\.(.+)$")
-_OFFICIAL_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
-_TO_OFFICIAL_IN_BLOCK = {hf: off for off, hf in _BLOCK_NAMES}
-_TO_OFFICIAL_TOP = {hf: off for off, hf in _TOP_NAMES}
-_TO_HF_IN_BLOCK = dict(_BLOCK_NAMES)
-_TO_HF_TOP = dict(_TOP_NAMES)
+_HF_BLOCK = (re.compile(r"^encoder\.block\.(\d+)\.(.+)$"), "encoder.block.")
+_OFFICIAL_BLOCK = (re.compile(r"^blocks\.(\d+)\.(.+)$"), "blocks.")
+_TO_OFFICIAL = ({hf: off for off, hf in _TOP_NAMES}, {hf: off for off, hf in _BLOCK_NAMES}, _HF_BLOCK, _OFFICIAL_BLOCK)
+_TO_HF = (dict(_TOP_NAMES), dict(_BLOCK_NAMES), _OFFICIAL_BLOCK, _HF_BLOCK)
+
+
+def _rename(name: str, direction: tuple) -> Optional[str]:
+    top, in_block, (source_block, _), (_, target_prefix) = direction
+    if name in top:
+        return top[name]
+    m = source_block.match(name)
+    if m and m.group(2) in in_block:
+        return f"{target_prefix}{m.group(1)}.{in_block[m.group(2)]}"
+    return None
 
 
 def official_to_transformers_name(name: str) -> str:
     """One official name -> its transformers / ComfyUI spelling (ValueError for a name that is not umT5's)."""
-    if name in _TO_HF_TOP:
-        return _TO_HF_TOP[name]
-    m = _OFFICIAL_BLOCK.match(name)
-    if m and m.group(2) in _TO_HF_IN_BLOCK:
-        return f"encoder.block.{m.group(1)}.{_TO_HF_IN_BLOCK[m.group(2)]}"
-    raise ValueError(f"{name!r} is not a umT5 encoder weight name")
+    out = _rename(name, _TO_HF)
+    if out is None:
+        raise ValueError(f"{name!r} is not a umT5 encoder weight name")
+    return out
 
 
 def _transformers_to_official_name(name: str) -> Optional[str]:
-    if name in _TO_OFFICIAL_TOP:
-        return _TO_OFFICIAL_TOP[name]
-    m = _HF_BLOCK.match(name)
-    if m and m.group(2) in _TO_OFFICIAL_IN_BLOCK:
-        return f"blocks.{m.group(1)}.{_TO_OFFICIAL_IN_BLOCK[m.group(2)]}"
-    return None
+    return _rename(name, _TO_OFFICIAL)
 
 
 # ---- what a file that is not umT5 looks like -------------------------------------------------------------
@@ -181,10 +182,11 @@ def detect_config(layout: Layout, source: str) -> tuple[UMT5Config, Optional[str
     block 0, shared by every layer, as the t5xxl of Flux / SD3) is refused by name."""
     s, n = layout.shapes, layout.names
     vocab, dim = _dim(s, "token_embedding.weight", 2, source, n)
-    layers = {int(m.group(1)) for k in s if (m := _OFFICIAL_BLOCK.match(k))}
+    layers = {int(m.group(1)) for k in s if (m := _OFFICIAL_BLOCK[0].match(k))}
     if not layers:
         raise CheckpointError(f"{source}: no encoder blocks found (keys like {list(n.values())[:5]})")
-    with_bias = {int(m.group(1)) for k in s if (m := _OFFICIAL_BLOCK.match(k)) and k.endswith("pos_embedding.embedding.weight")}
+    with_bias = {int(m.group(1)) for k in s
+                 if (m := _OFFICIAL_BLOCK[0].match(k)) and k.endswith("pos_embedding.embedding.weight")}
     if "pos_embedding.embedding.weight" in s or (with_bias == {0} and len(layers) > 1):
         raise CheckpointError(
             f"{source}: a T5 v1.1 encoder (one relative position table in block 0, shared by all layers, like the "

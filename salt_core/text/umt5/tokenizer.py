@@ -126,8 +126,9 @@ class UMT5Tokenizer:
         if os.path.isdir(path):
             found = [n for n in ("tokenizer.json", "spiece.model") if os.path.isfile(os.path.join(path, n))]
             if not found:
-                raise FileNotFoundError(f"{path}: a tokenizer folder must hold tokenizer.json or spiece.model "
-                                        f"(the google/umt5-xxl folder of the Wan release); found {sorted(os.listdir(path))[:10]}")
+                raise FileNotFoundError(f"{path}: a tokenizer folder must hold tokenizer.json or spiece.model (the "
+                                        "google/umt5-xxl folder of the Wan release); found "
+                                        f"{sorted(os.listdir(path))[:10]}")
             path = os.path.join(path, found[0])
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such tokenizer file (expected tokenizer.json or spiece.model)")
