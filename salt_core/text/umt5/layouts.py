@@ -107,8 +107,8 @@ class Layout:
 
 def _hf_prefix(names: Iterable[str]) -> Optional[str]:
     """The prefix before `encoder.final_layer_norm.weight` (e.g. '' or 'umt5xxl.transformer.'), else None."""
-    ends = [n[: -len("encoder.final_layer_norm.weight")] for n in names if n.endswith("encoder.final_layer_norm.weight")
-            and not n.endswith("decoder.final_layer_norm.weight")]
+    anchor = "encoder.final_layer_norm.weight"
+    ends = [n[: -len(anchor)] for n in names if n.endswith(anchor)]
     return ends[0] if len(ends) == 1 else None
 
 

@@ -72,6 +72,8 @@ def load_umt5(path: str | os.PathLike, tokenizer: Optional[str | os.PathLike] = 
     tokenizer: a tokenizer.json / spiece.model / folder; None takes the `spiece_model` a ComfyUI file carries.
     dtype: None keeps the file's (fp8 -> bfloat16). clean: "wan" (Wan's prompt cleaning) or "none"."""
     path = os.fspath(path)
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype (or None: the file's), got {dtype!r}")
     with open_checkpoint(path) as reader:
         _refuse_salt_files(reader, path)
         layout = detect_layout(reader.shapes(), path)
