@@ -343,6 +343,11 @@ def test_sampler_takes_core_umt5_conditioning(N, tmp_path):
     umt5 = [[torch.randn(1, 512, 4096) * (torch.arange(512) < 7).view(1, 512, 1), {"pooled_output": None}]]
     out = N["SaltSampler"]().sample(m, 32, 16, 5, conditioning=umt5)[0]["samples"]
     assert out.shape == (1, 16, 2, 2, 4) and torch.isfinite(out).all()
+    # the zero padding is what the DiT pads with itself: the 7 real tokens alone sample the same latents
+    seven = [[umt5[0][0][:, :7].clone(), {"pooled_output": None}]]
+    torch.testing.assert_close(N["SaltSampler"]().sample(m, 32, 16, 5, conditioning=seven)[0]["samples"], out)
+    other = [[umt5[0][0][:, :7] * -1, {"pooled_output": None}]]
+    assert not torch.allclose(N["SaltSampler"]().sample(m, 32, 16, 5, conditioning=other)[0]["samples"], out)
 
 
 def test_sampler_explains_a_text_encoder_mismatch(N, model):
