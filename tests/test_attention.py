@@ -35,8 +35,8 @@ def qkv():
 class FakeKernel:
     """Records its calls and returns a known tensor (`result(q)` gives it for a query)."""
 
-    def __init__(self, layout: str, returns_tuple: bool = False):
-        self.layout, self.returns_tuple, self.calls = layout, returns_tuple, []
+    def __init__(self, returns_tuple: bool = False):
+        self.returns_tuple, self.calls = returns_tuple, []
 
     @staticmethod
     def result(q):
@@ -121,7 +121,7 @@ def test_available_backends_follow_the_importable_modules(modules, present, offe
 # ---- the kernel runs when usable -----------------------------------------------------------------------
 
 def test_sage_kernel_gets_the_head_major_layout_and_its_result_is_returned(modules, caplog):
-    kernel = FakeKernel("HND")
+    kernel = FakeKernel()
     modules("sageattention", sageattn=kernel)
     q, k, v = on_cuda(*qkv())
     with caplog.at_level(logging.WARNING, logger="salt.attention"):
@@ -138,7 +138,7 @@ def test_sage_kernel_gets_the_head_major_layout_and_its_result_is_returned(modul
                          ids=["flash3_returns_out_and_lse", "flash2"])
 def test_flash_kernel_gets_the_sequence_major_layout_and_its_result_is_transposed_back(modules, module,
                                                                                       returns_tuple):
-    kernel = FakeKernel("NHD", returns_tuple)
+    kernel = FakeKernel(returns_tuple)
     modules(module, flash_attn_func=kernel)
     q, k, v = on_cuda(*qkv(), dtype=torch.float16)
     attn = Attention("flash")
@@ -152,7 +152,7 @@ def test_flash_kernel_gets_the_sequence_major_layout_and_its_result_is_transpose
 
 
 def test_flash3_is_preferred_over_flash2(modules):
-    fa3, fa2 = FakeKernel("NHD", returns_tuple=True), FakeKernel("NHD")
+    fa3, fa2 = FakeKernel(returns_tuple=True), FakeKernel()
     modules("flash_attn_interface", flash_attn_func=fa3)
     modules("flash_attn", flash_attn_func=fa2)
     Attention("flash")(*on_cuda(*qkv()))
@@ -186,7 +186,7 @@ def test_a_broken_install_falls_back_with_the_import_error(modules, caplog):
                                                    ("flash", "flash_attn", "flash_attn_func")])
 def test_each_unusable_call_falls_back_to_sdpa_and_each_reason_is_logged_once(modules, caplog, backend, module,
                                                                               name):
-    kernel = FakeKernel("any")
+    kernel = FakeKernel()
     modules(module, **{name: kernel})
     q, k, v = qkv()
     mask = torch.ones(6, 9, dtype=torch.bool)
