@@ -59,6 +59,14 @@ def cpu_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
 
+def assert_same_weights(loaded: torch.nn.Module, saved: torch.nn.Module):
+    """Every tensor of the state dict: same names, dtype and values."""
+    a, b = loaded.state_dict(), saved.state_dict()
+    assert a.keys() == b.keys()
+    for k in b:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+
+
 def comfyui(sd: dict) -> dict:
     return {"model.diffusion_model." + k: v for k, v in sd.items()}
 
@@ -200,6 +208,7 @@ def test_every_format_loads_to_identical_outputs(tmp_path, write, name, fmt):
     write(path, model)
     loaded, info = load_dit(path)
     assert (info.format, info.preset, info.config) == (fmt, "tiny", TINY)
+    assert_same_weights(loaded, model)
     assert torch.equal(run(loaded), run(model))
     assert not any(p.is_meta for p in loaded.parameters())
 
@@ -221,6 +230,7 @@ def test_sharded_safetensors_load_from_folder_or_index(tmp_path):
     for where in (tmp_path, index):
         loaded, info = load_dit(where)
         assert info.format == "diffusers" and torch.equal(run(loaded), run(model))
+        assert_same_weights(loaded, model)
 
 
 def test_self_forcing_entry_choice_and_defaults(tmp_path):
@@ -230,6 +240,8 @@ def test_self_forcing_entry_choice_and_defaults(tmp_path):
     m_auto, info = load_dit(path)
     m_gen, info_gen = load_dit(path, which="generator")
     assert info.trainer_entry == "generator_ema" and info_gen.trainer_entry == "generator"
+    assert_same_weights(m_auto, ema)
+    assert_same_weights(m_gen, raw)
     assert torch.equal(run(m_auto), run(ema)) and torch.equal(run(m_gen), run(raw))
     s = info.sampling
     assert (s.causal, s.chunk_frames, s.shift, s.timesteps, s.transition) == (
@@ -247,11 +259,15 @@ def test_plain_wan_file_defaults_to_bidirectional_teacher_sampling(tmp_path):
 
 def test_dtype_is_kept_or_cast(tmp_path):
     path = tmp_path / "bf16.safetensors"
-    save_dit(path, tiny_model(), SamplingDefaults(), dtype=torch.bfloat16)
+    model = tiny_model()
+    save_dit(path, model, SamplingDefaults(), dtype=torch.bfloat16)
     m, info = load_dit(path)
     assert info.dtype == torch.bfloat16 and m.dtype == torch.bfloat16
+    half = tiny_model().to(torch.bfloat16)
+    assert_same_weights(m, half)
     m32, info32 = load_dit(path, dtype=torch.float32)
     assert m32.dtype == torch.float32 and all(p.dtype == torch.float32 for p in m32.parameters())
+    assert_same_weights(m32, half.float())  # the file's bf16 values, widened exactly
 
 
 def test_our_header_restores_config_and_sampling_exactly(tmp_path):
@@ -269,6 +285,7 @@ def test_our_header_restores_config_and_sampling_exactly(tmp_path):
     assert info.sampling_source == "header" and info.format == "salt"
     assert info.metadata["run"] == "abc" and info.metadata["lambda_sc"] == "0.5"
     assert loaded.timestep_convention.integer  # the model carries the convention it was trained with
+    assert_same_weights(loaded, model)
     assert torch.equal(run(loaded), run(model))
 
 
@@ -461,11 +478,6 @@ def tiny_vae_and_io():
     return vae, _vae_io(vae)
 
 
-def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 @pytest.mark.parametrize("layout", ["official.pth", "comfyui.safetensors", "diffusers.safetensors"])
 def test_vae_formats_load_to_identical_outputs(tmp_path, layout, tiny_vae_and_io):
     from salt_core.vae import official_to_diffusers
@@ -496,6 +508,7 @@ def test_vae_header_restores_latent_statistics(tmp_path):
     save_vae(path, custom)
     loaded, info = load_vae(path)
     assert info.format == "salt" and info.config == cfg
+    assert_same_weights(loaded, custom)
     assert torch.equal(loaded.latent_std, custom.latent_std) and torch.equal(loaded.latent_mean, custom.latent_mean)
     with pytest.raises(CheckpointError) as e:
         load_dit(path)

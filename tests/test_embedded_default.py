@@ -23,23 +23,39 @@ from training.world import vocabulary
 
 
 @pytest.fixture
-def bundle(tmp_path, monkeypatch):
-    folder = tmp_path / "default"
+def saved():
+    """The modules written into the bundle, every weight moved off its initial value."""
     torch.manual_seed(0)
+    modules = {"dit": WanDiT(dit_preset("tiny")), "vae": WanVAE(vae_preset("tiny")),
+               "text_encoder": TextEncoder(TextEncoderConfig(pad_to=32), vocabulary())}
+    with torch.no_grad():
+        for module in modules.values():
+            for p in module.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    return modules
+
+
+@pytest.fixture
+def bundle(tmp_path, monkeypatch, saved):
+    folder = tmp_path / "default"
     sampling = SamplingDefaults(causal=True, chunk_frames=3, shift=5.0, timesteps=(1000.0, 750.0, 500.0, 250.0))
-    save_dit(folder / "dit.safetensors", WanDiT(dit_preset("tiny")), sampling)
-    save_vae(folder / "vae.safetensors", WanVAE(vae_preset("tiny")))
-    save_text_encoder(folder / "text_encoder.safetensors", TextEncoder(TextEncoderConfig(pad_to=32), vocabulary()))
+    save_dit(folder / "dit.safetensors", saved["dit"], sampling)
+    save_vae(folder / "vae.safetensors", saved["vae"])
+    save_text_encoder(folder / "text_encoder.safetensors", saved["text_encoder"])
     monkeypatch.setattr(pipeline, "DEFAULT_ASSETS", folder)
     return folder
 
 
-def test_bundle_is_small_and_loads_without_a_path(bundle):
+def test_bundle_is_small_and_loads_without_a_path(bundle, saved):
     assert sum(f.stat().st_size for f in bundle.iterdir()) <= 25 * 2**20
     model = pipeline.load_salt_model(None)
     assert model.source == str(bundle) and model.name == "embedded-default" and model.notes == ()
-    assert model.sampling.causal and model.text_encoder is not None and model.vae is not None
-    assert model.dit.config.text_dim == model.text_encoder.config.text_dim
+    assert model.sampling.causal and model.dit.config.text_dim == model.text_encoder.config.text_dim
+    for name, want in saved.items():  # every tensor of the three files, as saved
+        got = getattr(model, name).state_dict()
+        assert got.keys() == want.state_dict().keys(), name
+        for k, v in want.state_dict().items():
+            assert torch.equal(got[k], v), f"{name}.{k}"
 
 
 def test_generate_uses_the_bundle_and_reports_unknown_words(bundle, tmp_path, capsys):

@@ -112,15 +112,36 @@ def fake_comfy(monkeypatch, tmp_path):
     return calls
 
 
-def save_tiny_dit(path, causal: bool):
-    from salt_core.checkpoints import save_dit
-    from salt_core.config import SamplingDefaults, dit_preset
+def tiny_dit_model():
+    from salt_core.config import dit_preset
     from salt_core.dit import WanDiT
 
     torch.manual_seed(1)
+    model = WanDiT(dit_preset("tiny"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # no zero-initialised tensor left: a lost weight shows
+    return model
+
+
+def save_tiny_dit(path, causal: bool, model=None):
+    from salt_core.checkpoints import save_dit
+    from salt_core.config import SamplingDefaults
+
     sampling = SamplingDefaults(causal=causal, chunk_frames=1, timesteps=(1000.0, 500.0),
                                 transition="renoise" if causal else "ode")
-    return save_dit(path, WanDiT(dit_preset("tiny")), sampling)
+    return save_dit(path, model if model is not None else tiny_dit_model(), sampling)
+
+
+def assert_same_tensors(got: torch.nn.Module, want: torch.nn.Module):
+    """Every tensor of the state dict (and the latent statistics a VAE keeps outside it) is equal."""
+    a, b = got.state_dict(), want.state_dict()
+    assert a.keys() == b.keys()
+    for k in b:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    for stat in ("latent_mean", "latent_std"):
+        if hasattr(want, stat):
+            assert torch.equal(getattr(got, stat), getattr(want, stat)), stat
 
 
 # ---- the node surface --------------------------------------------------------------------------------
@@ -167,9 +188,13 @@ def test_model_loader_gives_the_embedded_default(model):
 def test_model_loader_loads_a_checkpoint_from_the_model_folder(N, fake_comfy, tmp_path):
     folder = tmp_path / "models" / "diffusion_models"
     folder.mkdir(parents=True)
-    save_tiny_dit(folder / "bidi.safetensors", causal=False)
+    saved = tiny_dit_model()
+    save_tiny_dit(folder / "bidi.safetensors", causal=False, model=saved)
     m = outputs(N["SaltModelLoader"]().load("bidi.safetensors", dtype="auto", device="cpu", offload=False))[0]
     assert not m.sampling.causal and m.dit.dtype == torch.float32 and m.name == "bidi.safetensors"
+    assert_same_tensors(m.dit, saved)
+    half = outputs(N["SaltModelLoader"]().load("bidi.safetensors", dtype="bf16", device="cpu", offload=False))[0]
+    assert_same_tensors(half.dit, saved.to(torch.bfloat16))
 
 
 def test_model_loader_names_a_missing_file(N, fake_comfy):
@@ -191,6 +216,7 @@ def test_vae_loader_embedded_and_file(N, tmp_path):
     path = save_vae(tmp_path / "v.safetensors", vae)
     again = N["SaltVAELoader"]().load(path, dtype="fp32", device="cpu")[0]
     assert again.config == vae.config
+    assert_same_tensors(again, vae)
 
 
 def test_vae_loader_refuses_a_dit_file(N, tmp_path):
@@ -335,6 +361,11 @@ def test_sampler_takes_core_umt5_conditioning(N, tmp_path):
     umt5 = [[torch.randn(1, 512, 4096) * (torch.arange(512) < 7).view(1, 512, 1), {"pooled_output": None}]]
     out = N["SaltSampler"]().sample(m, 32, 16, 5, conditioning=umt5)[0]["samples"]
     assert out.shape == (1, 16, 2, 2, 4) and torch.isfinite(out).all()
+    # the zero padding is what the DiT pads with itself: the 7 real tokens alone sample the same latents
+    seven = [[umt5[0][0][:, :7].clone(), {"pooled_output": None}]]
+    torch.testing.assert_close(N["SaltSampler"]().sample(m, 32, 16, 5, conditioning=seven)[0]["samples"], out)
+    other = [[umt5[0][0][:, :7] * -1, {"pooled_output": None}]]
+    assert not torch.allclose(N["SaltSampler"]().sample(m, 32, 16, 5, conditioning=other)[0]["samples"], out)
 
 
 def test_sampler_explains_a_text_encoder_mismatch(N, model):
@@ -363,27 +394,64 @@ def test_decode_streams_to_the_full_decode(N, vae):
     torch.testing.assert_close(images, want, atol=1e-5, rtol=1e-4)
 
 
-class CoreVAE:
-    """Looks like comfy.sd.VAE to the node."""
+class ComfyVAE:
+    """Stand-in for ComfyUI's `comfy.sd.VAE` around a Wan 2.1 VAE, with its decode contract (comfy/sd.py):
+    `decode(samples)` takes raw-space latents [B, 16, T, h, w], runs `first_stage_model.decode`, maps
+    [-1, 1] to 0..1 with its own `process_output` (clamp((x + 1) / 2, 0, 1)) and returns float32
+    [B, 1 + 4(T-1), 8h, 8w, 3] (channels moved last)."""
 
-    first_stage_model = None
+    def __init__(self, first_stage_model, latent_channels=None, latent_dim=3):
+        self.first_stage_model = first_stage_model
+        self.latent_channels = latent_channels or first_stage_model.config.z_dim
+        self.latent_dim = latent_dim
+        self.decoded = []  # the latents each decode call received
 
-    def __init__(self, channels=16, dim=3):
-        self.latent_channels, self.latent_dim = channels, dim
+    @staticmethod
+    def process_output(image):
+        return torch.clamp((image + 1.0) / 2.0, min=0.0, max=1.0)
 
-    def decode(self, z):
-        B, _, T, h, w = z.shape
-        return torch.full((B, 1 + 4 * (T - 1), 8 * h, 8 * w, 3), 0.5)
+    @torch.no_grad()
+    def decode(self, samples_in):
+        self.decoded.append(samples_in)
+        model = self.first_stage_model
+        out = self.process_output(model.decode(samples_in.to(model.dtype)).float())  # [B, 3, N, H, W]
+        return out.movedim(1, -1)
 
 
-def test_decode_uses_a_core_vae_object(N):
-    images = N["SaltDecode"]().decode({"samples": torch.zeros(1, 16, 3, 2, 2)}, CoreVAE())[0]
-    assert images.shape == (9, 16, 16, 3)
+@pytest.fixture(scope="module")
+def wan_vae():
+    """A tiny Wan VAE with random weights and non-identity latent statistics (so a wrongly
+    (de)normalised latent would decode differently)."""
+    import dataclasses
+
+    from salt_core.vae import WanVAE, vae_preset
+
+    torch.manual_seed(4)
+    cfg = vae_preset("tiny")
+    cfg = dataclasses.replace(cfg, latent_mean=tuple(0.1 * (i - 8) for i in range(cfg.z_dim)),
+                              latent_std=tuple(0.5 + 0.1 * i for i in range(cfg.z_dim)))
+    vae = WanVAE(cfg).eval()
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return vae
+
+
+def test_decode_with_comfyuis_vae_gives_the_frames_of_our_own_decode(N, wan_vae):
+    z = torch.randn(2, 16, 3, 2, 3, generator=torch.Generator().manual_seed(7))  # raw VAE space
+    core = ComfyVAE(wan_vae)
+    images = N["SaltDecode"]().decode({"samples": z}, core)[0]
+    ours = N["SaltDecode"]().decode({"samples": z}, wan_vae, chunk_frames=1)[0]
+    [given] = core.decoded
+    assert torch.equal(given, z)  # raw latents, handed over unchanged
+    assert images.shape == ours.shape == (2 * 9, 16, 24, 3) and images.dtype == torch.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0.01
+    torch.testing.assert_close(images, ours, atol=1e-5, rtol=1e-4)
 
 
 def test_decode_refuses_an_incompatible_vae(N, vae):
     with pytest.raises(ValueError, match="incompatible VAE.*4-channel image"):
-        N["SaltDecode"]().decode({"samples": torch.zeros(1, 16, 1, 2, 2)}, CoreVAE(4, 2))
+        N["SaltDecode"]().decode({"samples": torch.zeros(1, 16, 1, 2, 2)}, ComfyVAE(vae, latent_channels=4, latent_dim=2))
     with pytest.raises(ValueError, match="incompatible VAE.*z_dim"):
         N["SaltDecode"]().decode({"samples": torch.zeros(1, 4, 1, 2, 2)}, vae)
     with pytest.raises(ValueError, match="video LATENT"):

@@ -151,28 +151,79 @@ def test_bad_rollout_arguments_are_named(tiny_dit):
         ar_driver(tiny_dit, torch.randn(1, 16, 5, *HW), torch.randn(1, 5, 32))
 
 
-def test_salt_ar_step_composes_dmd_sc_and_alignment_on_the_current_chunk(tiny_dit):
-    """The pieces of one Salt-AR generator step fit together: mixed-step cache, SC on the current chunk
-    from its own rollout state, DMD on the clip, cache alignment; one backward reaches the student."""
-    import copy
+# ---- the salt-ar task's real student loss ---------------------------------------------------------------
 
-    from salt_core.sampling import Guidance
-    from training.losses import dmd_term, sc_term, sc_triplet
-    from training.rollout import CacheAlignment, cache_alignment_term
+@pytest.fixture(scope="module")
+def salt_ar_files(tmp_path_factory):
+    from _training_helpers import prompt_file, tiny_teacher
 
-    g = gen(0)
-    teacher = copy.deepcopy(tiny_dit).requires_grad_(False)
-    critic = copy.deepcopy(tiny_dit).requires_grad_(False)
-    noise, ctx, neg = torch.randn(1, 16, T, *HW, generator=g), torch.randn(1, 5, 32), torch.randn(1, 5, 32)
-    K = draw_step_count((8, 4, 2), g)
-    trip = sc_triplet(K, 5.0, g)
-    grids = mixed_step_grids(T // F, choices=(8, 4, 2), generator=g, current=K)
-    setup = CausalSetup(tiny_dit, ctx, CachePolicy("window", window_frames=2), F)
-    roll = rollout_ar(setup.driver(noise), noise, plan_chunks(grids, "renoise", g), g, until_last=trip.index)
-    l_dmd, _ = dmd_term(roll.x, Denoiser.for_clip(teacher, ctx, Guidance(4.0, neg)), bi(critic, ctx), generator=g)
-    l_sc, s_sc = sc_term(roll.current(), roll.chunks[-1].states[trip.index], trip, generator=g)
-    l_fa, _ = cache_alignment_term(setup, noise, walk(4), CacheAlignment(walk(2), walk(8)), g)
-    (l_dmd + 0.5 * l_sc + 0.1 * l_fa).backward()
-    grads = [p.grad for p in tiny_dit.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(x).all() for x in grads)
-    assert s_sc["sc_loss"] > 0 and s_sc["sc_steps"] == K
+    root = tmp_path_factory.mktemp("salt_ar")
+    return str(root), tiny_teacher(str(root / "teacher.safetensors")), prompt_file(str(root / "prompts.txt"))
+
+
+def salt_ar_student_loss(files, sc_weight: float, fa_weight: float):
+    """Build the salt-ar task as the trainer does (its example config, shrunk) and return its student-phase
+    (loss, stats, task) on the first two prompts at step 0."""
+    import os
+
+    from _training_helpers import configs_dir, sets
+    from training.commands.salt_ar import SaltARTask
+    from training.config_load import load_config
+    from training.data.loader import collate
+    from training.distributed import DistContext
+
+    root, teacher, prompts = files
+    overrides = sets(teacher__init=teacher, student__init="teacher", data__path=prompts, data__batch_size=2,
+                     run__device="cpu", run__output_dir=os.path.join(root, "run"), grid__step_counts="[4,2]",
+                     ar__cache_step_counts="[2]", ar__fa_high_steps=4, ar__fa_layers="[1]", ar__fa_x0="true",
+                     sc__weight=sc_weight, ar__fa_weight=fa_weight)[1::2]  # the KEY=VALUE strings
+    cfg = load_config(os.path.join(configs_dir(), "salt-ar.yaml"), overrides)
+    task = SaltARTask(cfg, DistContext(), "salt-ar")
+    batch = collate([task.data.dataset[i] for i in range(2)])
+    loss, stats = task.loss("student", batch, 0)
+    return loss, stats, task
+
+
+def test_salt_ar_loss_is_dmd_plus_weighted_sc_and_feature_alignment(salt_ar_files):
+    """sc.weight and ar.fa_weight each add their term, scaled by the weight, to the task's real loss; with
+    both 0 the loss is the DMD term alone."""
+    def value(sc, fa):
+        loss, stats, _ = salt_ar_student_loss(salt_ar_files, sc, fa)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        return loss.item(), stats
+
+    dmd_only, s0 = value(0.0, 0.0)
+    assert dmd_only == pytest.approx(s0["dmd_loss"], rel=1e-6)
+    assert not any(k.startswith(("sc_", "fa_")) for k in s0)  # neither term was computed
+
+    with_fa, s_fa = value(0.0, 1.0)
+    with_fa2, _ = value(0.0, 2.0)
+    assert s_fa["dmd_loss"] == s0["dmd_loss"]  # FA is drawn after DMD: the same DMD sample
+    assert s_fa["fa_loss"] > 0 and with_fa != dmd_only
+    assert with_fa - dmd_only == pytest.approx(s_fa["fa_loss"], rel=1e-5)
+    assert with_fa2 - dmd_only == pytest.approx(2 * (with_fa - dmd_only), rel=1e-5)  # linear in ar.fa_weight
+
+    with_sc, s_sc = value(0.5, 0.0)
+    assert s_sc["dmd_loss"] == s0["dmd_loss"]  # each term draws from its own stream: ablations stay paired
+    assert s_sc["sc_loss"] > 0 and with_sc != dmd_only
+    assert with_sc == pytest.approx(s_sc["dmd_loss"] + 0.5 * s_sc["sc_loss"], rel=1e-5)
+    assert s_sc["sc_steps"] in (4, 2) and not any(k.startswith("fa_") for k in s_sc)
+
+    both, s_both = value(0.5, 1.0)
+    assert both == pytest.approx(s_both["dmd_loss"] + 0.5 * s_both["sc_loss"] + s_both["fa_loss"], rel=1e-5)
+
+
+def test_salt_ar_loss_trains_only_the_student_and_each_term_reaches_it(salt_ar_files):
+    def student_grad(sc, fa):
+        loss, _, task = salt_ar_student_loss(salt_ar_files, sc, fa)
+        loss.backward()
+        assert all(p.grad is None for p in task.teacher.parameters())
+        assert all(p.grad is None for p in task.critic.parameters())
+        grad = torch.cat([p.grad.flatten() for p in task.student.parameters() if p.grad is not None])
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+        return grad
+
+    # Changing a non-zero weight keeps every random draw (turning SC on records rollout states, which draws
+    # more noise), so a gradient difference here is the term's own gradient.
+    assert not torch.allclose(student_grad(1.0, 0.0), student_grad(0.5, 0.0))  # the SC term has a gradient
+    assert not torch.allclose(student_grad(0.0, 2.0), student_grad(0.0, 1.0))  # the FA term has a gradient

@@ -87,6 +87,9 @@ def test_save_load_round_trip_is_exact_and_deterministic(encoder, tmp_path):
     assert json.loads(meta["config"]) == CONFIG.to_dict()
     loaded = load_text_encoder(path)
     assert loaded.config == CONFIG and loaded.vocab == VOCAB
+    want = encoder.state_dict()
+    assert loaded.state_dict().keys() == want.keys()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in want.items())  # every tensor as saved
     prompts = ["a red circle moves to the right", "blue square"]
     with torch.no_grad():
         assert torch.equal(loaded.encode(prompts)[0], encoder.encode(prompts)[0])

@@ -90,18 +90,28 @@ def test_salt_text_encoder_checkpoint_is_a_text_source(tmp_path):
 
 def test_build_latents_takes_any_clip_source(tmp_path, monkeypatch):
     """The synthetic world plugs in as a callable yielding (frames, prompt)."""
+    import dataclasses
+
     torch.manual_seed(0)
-    vae = WanVAE(vae_preset("micro")).eval()
+    stats = dict(latent_mean=(0.1, -0.2, 0.3, 0.0), latent_std=(0.5, 2.0, 1.5, 0.8))  # not the identity
+    vae = WanVAE(dataclasses.replace(vae_preset("micro"), **stats)).eval()
+
+    def clip(i):
+        return torch.rand(5, 16, 16, 3, generator=torch.Generator().manual_seed(i))  # [T, H, W, 3] in 0..1
 
     def world():
         for i in range(3):
-            yield torch.rand(5, 16, 16, 3), f"clip {i}"
+            yield clip(i), f"clip {i}"
 
-    n = build_latents(world(), vae, HashTextEncoder(8, 4), str(tmp_path / "out"), samples_per_shard=2, limit=2)
+    text = HashTextEncoder(8, 4)
+    n = build_latents(world(), vae, text, str(tmp_path / "out"), samples_per_shard=2, limit=2)
     ds = LatentDataset(str(tmp_path / "out"))
     assert n == 2 and len(ds) == 2 and ds.latent_shape == (4, 2, 2, 2) and ds[1]["prompt"] == "clip 1"
-    expect = vae.normalize(vae.encode(torch.zeros(1, 3, 5, 16, 16)))  # shape check of the encoder path
-    assert expect.shape[1:] == ds.latent_shape
+    for i in range(2):  # normalised VAE latents of the clip in model space, and the prompt's embedding
+        with torch.no_grad():
+            want = vae.normalize(vae.encode(clip(i).permute(3, 0, 1, 2)[None] * 2 - 1))[0]
+        torch.testing.assert_close(ds[i]["latents"], want, atol=1e-5, rtol=1e-5)
+        assert torch.equal(ds[i]["context"], text.encode([f"clip {i}"])[0])
     module = types.ModuleType("fake_world")
     module.clips = world
     monkeypatch.setitem(sys.modules, "fake_world", module)

@@ -69,7 +69,9 @@ def test_mp4_streamed_chunks_equal_one_shot(tmp_path):
 def test_mp4_accepts_uint8_and_numpy(tmp_path):
     u8 = to_uint8_frames(smooth_clip(t=2))
     _, n = write_mp4(tmp_path / "a.mp4", u8.numpy())
-    assert n == 2 and read_mp4(tmp_path / "a.mp4")[0].shape == (2, H, W, 3)
+    frames = read_mp4(tmp_path / "a.mp4")[0]
+    assert n == 2 and frames.shape == (2, H, W, 3)
+    assert (frames.float() - u8.float()).abs().mean() < 3.0  # the same pixels, up to H.264 (crf 19: ~2 levels)
 
 
 def test_mp4_streaming_does_not_hold_consumed_chunks(tmp_path):
@@ -93,6 +95,12 @@ def test_mp4_pad_odd_repeats_last_row_and_column(tmp_path):
     write_mp4(tmp_path / "a.mp4", clip, pad_odd=True)
     frames, _ = read_mp4(tmp_path / "a.mp4")
     assert frames.shape == (2, 34, 48, 3)
+    f, want = frames.float(), to_uint8_frames(clip).float()
+    assert (f[:, :33, :47] - want).abs().mean() < 3.0  # the picture itself, up to H.264
+    # the added row / column repeat the last one (one line of 4:2:0 chroma is coarser: ~4 levels; a black
+    # or mirrored pad is tens of levels off)
+    assert (f[:, 33, :47] - want[:, 32]).abs().mean() < 8.0
+    assert (f[:, :33, 47] - want[:, :, 46]).abs().mean() < 8.0
 
 
 def test_mp4_creates_missing_parent_folder(tmp_path):

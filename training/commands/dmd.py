@@ -96,6 +96,11 @@ class DistillTask(StudentTask):
         seed = self.cfg.run.seed
         return generator(seed, step, phase, "shared"), generator(seed, step, phase, "rank", self.ctx.rank)
 
+    def term_generator(self, step: int, term: str) -> torch.Generator:
+        """This rank's own stream for one loss term ("dmd", "sc", "fa"), so that switching a term on or off (or
+        how far the rollout walks for it) never changes another term's draws: ablations stay paired."""
+        return generator(self.cfg.run.seed, step, "student", term, "rank", self.ctx.rank)
+
     def contexts(self, batch: dict) -> tuple[torch.Tensor, Guidance]:
         """The batch's prompts [B, L, D] and the teacher's guidance (its negative prompt padded alike)."""
         ctx = batch["context"].float()
@@ -154,11 +159,11 @@ class BidirectionalDistill(DistillTask):
             return self.critic_loss(roll.x, ctx, g)
         roll = rollout_bidirectional(student, noise, self.walk(grid), g, exit_step=exit_step,
                                      until=trip.index if trip else None)
-        loss, stats = self.dmd(roll.x, ctx, guidance, g)
+        loss, stats = self.dmd(roll.x, ctx, guidance, self.term_generator(step, "dmd"))
         stats["exit_step"] = exit_step
         if trip is not None and cfg.sc.weight > 0:
             sc, sc_stats = sc_term(student, roll.states[trip.index], trip, transition=self.sc_transition(),
-                                   generator=g, form=self.sc_form())
+                                   generator=self.term_generator(step, "sc"), form=self.sc_form())
             loss = loss + cfg.sc.weight * sc
             stats.update(sc_stats)
         return loss, stats

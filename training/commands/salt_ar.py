@@ -58,7 +58,7 @@ class SaltARTask(DistillTask):
     def setup(self, ctx) -> CausalSetup:
         return CausalSetup(self.student, ctx, self.cfg.ar.cache, self.cfg.ar.chunk_frames)
 
-    def alignment(self, steps: int) -> CacheAlignment:
+    def alignment(self) -> CacheAlignment:
         a, shift = self.cfg.ar, self.cfg.grid.shift
         return CacheAlignment(self.walk(StepGrid.uniform(a.fa_low_steps, shift)),
                               self.walk(StepGrid.uniform(a.fa_high_steps, shift)), tuple(a.fa_layers), a.fa_x0)
@@ -76,17 +76,19 @@ class SaltARTask(DistillTask):
             return self.critic_loss(roll.x, ctx, g)
         sc_on = cfg.sc.weight > 0
         roll = rollout_ar(setup.driver(noise), noise, chunks, g, until_last=trip.index if sc_on else None)
-        loss, stats = self.dmd(roll.x, ctx, guidance, g)
+        loss, stats = self.dmd(roll.x, ctx, guidance, self.term_generator(step, "dmd"))
         stats["exit_step_current"] = chunks[-1].exit_step
         stats["cache_steps_mean"] = sum(c.walk.steps for c in chunks[:-1]) / max(1, len(chunks) - 1)
         if sc_on:
             sc, sc_stats = sc_term(roll.current(), roll.chunks[-1].states[trip.index], trip,
-                                   transition=self.sc_transition(), generator=g, form=self.sc_form())
+                                   transition=self.sc_transition(), generator=self.term_generator(step, "sc"),
+                                   form=self.sc_form())
             loss = loss + cfg.sc.weight * sc
             stats.update(sc_stats)
         if cfg.ar.fa_weight > 0 and self.chunks >= 2:
             fa, fa_stats = cache_alignment_term(
-                setup, noise, self.walk(StepGrid.uniform(trip.steps, cfg.grid.shift)), self.alignment(trip.steps), g,
+                setup, noise, self.walk(StepGrid.uniform(trip.steps, cfg.grid.shift)), self.alignment(),
+                self.term_generator(step, "fa"),
                 step_index=draw_exit_step(trip.steps, g_shared))  # same on every rank (FSDP: same forwards)
             loss = loss + cfg.ar.fa_weight * fa
             stats.update(fa_stats)
