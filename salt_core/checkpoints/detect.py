@@ -249,7 +249,10 @@ def detect_config(shapes: Mapping[str, tuple], source: str = "<state dict>") -> 
     if dim % WAN_HEAD_DIM:
         raise _fail(source, f"dim={dim} matches no preset and is not a multiple of Wan's head_dim "
                             f"{WAN_HEAD_DIM}, so the number of heads is unknown: pass config= explicitly")
-    config = DiTConfig(num_heads=dim // WAN_HEAD_DIM, **geometry)
+    try:
+        config = DiTConfig(num_heads=dim // WAN_HEAD_DIM, **geometry)
+    except ValueError as e:
+        raise _fail(source, f"the weights describe a model this loader does not accept: {e}") from None
     return config, None, [f"no preset matches; assumed head_dim {WAN_HEAD_DIM} -> {config.num_heads} heads"]
 
 
