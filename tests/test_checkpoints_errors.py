@@ -79,6 +79,7 @@ def test_vae_with_nan_weights_names_the_file(tmp_path):
 def test_has_nonfinite_is_exact():
     t = torch.full((4,), 3e38)  # the float32 sum overflows, yet every value is finite
     assert not has_nonfinite(t)
+    assert not has_nonfinite(torch.ones(100_000, dtype=torch.float16))  # likewise in fp16 (sum > 65504)
     t[2] = float("inf")
     assert has_nonfinite(t)
     assert has_nonfinite(torch.tensor([0.0, float("nan")], dtype=torch.bfloat16))
