@@ -1,10 +1,8 @@
 """Checkpoint files that must not load silently: NaN / inf weights (DiT and VAE), invalid or absurd header
-values, and pickles with code, whose refusal never suggests loading unsafely."""
+values."""
 from __future__ import annotations
 
 import json
-import os
-import pickle
 
 import pytest
 import torch
@@ -151,32 +149,3 @@ def test_every_preset_passes_the_range_checks():
 
     for name, config in DIT_PRESETS.items():
         assert DiTConfig.from_dict(config.to_dict()) == config, name
-
-
-# ---- pickles ---------------------------------------------------------------------------------------
-
-class _RunsCode:
-    def __reduce__(self):
-        return os.system, ("true",)
-
-
-class _PlainObject:
-    pass
-
-
-@pytest.mark.parametrize("payload, how", [(_RunsCode(), "torch.save"), (_RunsCode(), "pickle.dump"),
-                                          (_PlainObject(), "torch.save")], ids=["global", "opcode", "class"])
-def test_pickle_refusal_never_suggests_an_unsafe_load(tmp_path, payload, how):
-    path = tmp_path / "model.pt"
-    obj = {"patch_embedding.weight": torch.zeros(1), "x": payload}
-    if how == "torch.save":
-        torch.save(obj, path)
-    else:
-        with open(path, "wb") as f:
-            pickle.dump(obj, f)
-    with pytest.raises(CheckpointError) as e:
-        load_dit(path)
-    msg = str(e.value)
-    assert "refused to unpickle" in msg and "nothing from it was executed" in msg
-    for advice in ("weights_only", "safe_globals", "trusted source"):
-        assert advice not in msg, msg

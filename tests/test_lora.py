@@ -65,24 +65,23 @@ def peft_file(tmp_path, fs, alpha, rank=4) -> str:
     return str(folder)
 
 
-def kohya_file(tmp_path, fs, alpha) -> str:
+def down_up_file(path, fs, alpha, key_of) -> str:
+    """kohya / ComfyUI style: `<key>.lora_down.weight`, `<key>.lora_up.weight`, `<key>.alpha`."""
     tensors = {}
     for name, (b, a) in fs.items():
-        key = "lora_unet_" + name.replace(".", "_")
+        key = key_of(name)
         tensors[key + ".lora_down.weight"], tensors[key + ".lora_up.weight"] = a, b
         tensors[key + ".alpha"] = torch.tensor(float(alpha))
-    save_file(tensors, tmp_path / "kohya.safetensors")
-    return str(tmp_path / "kohya.safetensors")
+    save_file(tensors, path)
+    return str(path)
+
+
+def kohya_file(tmp_path, fs, alpha) -> str:
+    return down_up_file(tmp_path / "kohya.safetensors", fs, alpha, lambda n: "lora_unet_" + n.replace(".", "_"))
 
 
 def comfyui_file(tmp_path, fs, alpha) -> str:
-    tensors = {}
-    for name, (b, a) in fs.items():
-        key = "diffusion_model." + name
-        tensors[key + ".lora_down.weight"], tensors[key + ".lora_up.weight"] = a, b
-        tensors[key + ".alpha"] = torch.tensor(float(alpha))
-    save_file(tensors, tmp_path / "comfyui.safetensors")
-    return str(tmp_path / "comfyui.safetensors")
+    return down_up_file(tmp_path / "comfyui.safetensors", fs, alpha, lambda n: "diffusion_model." + n)
 
 
 def diffusers_file(tmp_path, fs, alpha) -> str:

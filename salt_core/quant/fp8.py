@@ -11,6 +11,9 @@ ComfyUI's scaled-fp8 layout (comfy/ops.py `scaled_fp8_ops`, comfy/model_detectio
 * optionally `<layer>.scale_input`, used only by ComfyUI's fp8-matmul path (the input is divided by it
   before an fp8 GEMM); with the weight cast to the compute dtype it plays no part.
 Only Linear layers are scaled there; norms, modulation tables and the patch embedding stay 16/32-bit.
+
+`model.to(dtype)` casts 8-bit weights like any other (the layer stays correct: its scale still applies per
+call); keep dtype changes for the compute dtype to `load_dit(..., compute_dtype=...)`.
 """
 from __future__ import annotations
 
