@@ -174,7 +174,7 @@ def load_dit(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
         sampling, sampling_source = _sampling_for(fmt, path, notes)
     info = LoadedInfo(path, fmt, det.config, det.preset, sampling, sampling_source, plan.compute,
                       det.trainer_entry, dict(reader.metadata), tuple(notes), len(plan.kept_8bit),
-                      tuple(os.fspath(p) for p, _ in lora))
+                      tuple(adapter.path for adapter, _, _ in adapters))
     return model, info
 
 

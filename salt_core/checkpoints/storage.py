@@ -150,7 +150,7 @@ def fill(model: nn.Module, reader: CheckpointReader, names: Mapping[str, str], d
     when a tensor is not finite."""
     state: dict[str, torch.Tensor] = {}
     bad, overflow = [], []
-    for k, meta in model.state_dict().items():
+    for k in model.state_dict():
         src = reader.read(names[k])
         scale = _scale_for(reader, plan.scales[k], device) if k in plan.scales else None
         if k in plan.kept_8bit:
