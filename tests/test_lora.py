@@ -244,6 +244,12 @@ def test_keys_of_another_model_family_are_listed(tmp_path):
     assert "double_blocks.0.img_attn.qkv.lora_A.weight" in msg
 
 
+def test_a_full_model_given_as_a_lora_is_named_as_such(tmp_path):
+    save_file(tiny().state_dict(), tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match="a full model .*, not a LoRA"):
+        apply_lora(tiny(), tmp_path / "model.safetensors")
+
+
 def test_unmatched_keys_beside_good_ones_are_listed(tmp_path):
     model = tiny()
     tensors = {f"diffusion_model.{n}.lora_{p}.weight": t for n, (b, a) in factors(model).items()

@@ -80,8 +80,12 @@ def _group(lora: LoraFile, table: dict[str, str]) -> tuple[dict[str, dict[str, s
         raise _fail(lora.path, "uses adapter kinds that are not supported (only LoRA up/down factors, alpha and "
                                "full .diff / .diff_b patches are); nothing was applied." + listing("keys", unsupported))
     if unknown:
-        hint = (" None of its keys names a Wan 2.1 DiT layer: it is probably for another model family."
-                if len(unknown) == len(lora.tensors) - len(text_keys) else "")
+        hint = ""
+        if len(unknown) == len(lora.tensors) - len(text_keys):
+            hint = " None of its keys names a Wan 2.1 DiT layer: it is probably for another model family."
+            if all(split_part(k) is None for k in unknown):
+                hint = (" None of its keys is a LoRA part (lora_A / lora_down / .alpha / .diff ...): it holds plain "
+                        "weights, a full model (load it as a model), not a LoRA.")
         raise _fail(lora.path, f"keys that match no layer of the Wan 2.1 DiT; nothing was applied.{hint}"
                     + listing("unmatched keys", unknown))
     return groups, notes
