@@ -6,11 +6,13 @@ package (that name belongs to ComfyUI's own nodes.py).
 from .conditioning import SaltPromptSchedule, SaltTextEncode
 from .host import register_model_folder
 from .loaders import SaltModelLoader, SaltVAELoader
+from .lora import SaltLoraLoader
 from .sampler import SaltCachePolicy, SaltSampler
 from .video import SaltDecode, SaltSaveVideo
 
 NODE_CLASS_MAPPINGS = {
     "SaltModelLoader": SaltModelLoader,
+    "SaltLoraLoader": SaltLoraLoader,
     "SaltTextEncode": SaltTextEncode,
     "SaltCachePolicy": SaltCachePolicy,
     "SaltPromptSchedule": SaltPromptSchedule,
@@ -22,6 +24,7 @@ NODE_CLASS_MAPPINGS = {
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SaltModelLoader": "Salt Model Loader",
+    "SaltLoraLoader": "Salt LoRA Loader",
     "SaltTextEncode": "Salt Text Encode",
     "SaltCachePolicy": "Salt Cache Policy",
     "SaltPromptSchedule": "Salt Prompt Schedule",

@@ -51,8 +51,8 @@ class SaltModelLoader:
                                "Self Forcing / LongLive / Causal Forcing trainer checkpoints or Salt students."}),
                 "dtype": (list(DTYPES), {
                     "default": "auto",
-                    "tooltip": "Weight precision. 'auto' keeps the file's precision on a GPU (fp8 becomes bf16) "
-                               "and uses fp32 on the CPU."}),
+                    "tooltip": "Weight precision. 'auto' keeps the file's precision on a GPU (fp8 Linear weights stay "
+                               "8-bit and are cast per layer) and uses fp32 on the CPU."}),
                 "attention": (list(ATTENTION_BACKENDS), {
                     "default": "sdpa",
                     "tooltip": "Attention kernel. 'sage' / 'flash' need SageAttention / FlashAttention on CUDA; "

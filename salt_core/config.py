@@ -10,6 +10,40 @@ from .kv_cache import CachePolicy
 from .schedules import TimestepConvention
 
 
+# (field, type, lowest, highest) of a DiTConfig. Wide enough for every Wan 2.1 model (the 14B: dim 5120, 40 layers,
+# 40 heads, ffn 13824) with room to spare; narrow enough that a damaged or hostile header cannot make the model,
+# the text padding (text_len) or the RoPE tables (rope_max_positions) ask for tens of GB before anything runs.
+_DIT_LIMITS: tuple[tuple[str, type, float, float], ...] = (
+    ("dim", int, 1, 16384), ("ffn_dim", int, 1, 65536), ("num_heads", int, 1, 256), ("num_layers", int, 1, 256),
+    ("in_dim", int, 1, 1024), ("out_dim", int, 1, 1024), ("text_dim", int, 1, 16384), ("text_len", int, 1, 4096),
+    ("freq_dim", int, 2, 4096), ("qk_norm", bool, 0, 1), ("cross_attn_norm", bool, 0, 1),
+    ("eps", float, 1e-12, 0.1), ("rope_max_positions", int, 1, 65536), ("rope_theta", float, 1.0, 1e9),
+)
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _check_field(name: str, value, kind: type, low: float, high: float) -> None:
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise ValueError(f"DiTConfig: {name}={value!r} must be {_KIND_NAMES[kind]}")
+    if kind is not bool and not low <= value <= high:
+        raise ValueError(f"DiTConfig: {name}={value!r} is outside the allowed range {low:g}..{high:g}")
+
+
+def _check_patch_size(value) -> None:
+    ok = isinstance(value, (tuple, list)) and len(value) == 3 and all(
+        isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 16 for p in value)
+    if not ok:
+        raise ValueError(f"DiTConfig: patch_size={value!r} must be 3 integers in 1..16 (time, height, width)")
+
+
 @dataclass(frozen=True)
 class DiTConfig:
     """Geometry of a Wan 2.1 text-to-video DiT. Field names follow the official config."""
@@ -31,7 +65,12 @@ class DiTConfig:
     rope_theta: float = 10000.0
 
     def __post_init__(self) -> None:
+        _check_patch_size(self.patch_size)
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        for name, kind, low, high in _DIT_LIMITS:
+            _check_field(name, getattr(self, name), kind, low, high)
+        if self.freq_dim % 2:
+            raise ValueError(f"DiTConfig: freq_dim={self.freq_dim} must be even (cosine and sine halves)")
         if self.dim % self.num_heads:
             raise ValueError(f"DiTConfig: dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.head_dim % 2 or self.head_dim < 6:

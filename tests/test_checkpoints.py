@@ -392,20 +392,26 @@ class _Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-@pytest.mark.parametrize("how", ["torch.save", "pickle.dump"])
+class _PlainObject:
+    pass
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle.dump", "class"])
 def test_pickle_with_code_is_refused_and_never_runs(tmp_path, how):
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.pt"
-    obj = {"patch_embedding.weight": torch.zeros(1), "payload": _Payload(marker)}
-    if how == "torch.save":
-        torch.save(obj, path)
-    else:
+    obj = {"patch_embedding.weight": torch.zeros(1), "payload": _PlainObject() if how == "class" else _Payload(marker)}
+    if how == "pickle.dump":
         with open(path, "wb") as f:
             pickle.dump(obj, f)
+    else:
+        torch.save(obj, path)
     with pytest.raises(CheckpointError) as e:
         load_dit(path)
     assert_clear_error(e, path, "refused to unpickle", "nothing from it was executed")
     assert not marker.exists()
+    for advice in ("weights_only", "safe_globals", "trusted source"):  # torch's text suggests both unsafe ways out
+        assert advice not in str(e.value)
 
 
 def test_trainer_entry_request_errors(tmp_path):

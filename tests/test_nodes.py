@@ -147,7 +147,7 @@ def assert_same_tensors(got: torch.nn.Module, want: torch.nn.Module):
 # ---- the node surface --------------------------------------------------------------------------------
 
 def test_every_node_is_a_salt_v1_node_with_tooltips_on_every_input(N):
-    assert len(N) == 8
+    assert len(N) == 9
     display = load_pack().NODE_DISPLAY_NAME_MAPPINGS
     for node_id, cls in N.items():
         assert node_id.startswith("Salt") and node_id in display

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping, Optional
 import torch
 
 from ..config import DIT_PRESETS, DiTConfig
+from ..quant.fp8 import SCALE_INPUT, SCALE_WEIGHT, SCALED_FP8_MARKER
 from . import keys as K
 
 FORMATS = ("salt", "official", "comfyui", "diffusers", "self_forcing")
@@ -157,8 +158,6 @@ def resolve_names(names: Iterable[str], *, trainer: bool = False, source: str = 
 
 _FOREIGN: tuple[tuple[tuple[str, ...], str], ...] = (
     (("lora_A", "lora_B", "lora_down", "lora_up", ".alpha"), "a LoRA / adapter file, not a full model"),
-    (("scaled_fp8", ".scale_weight", ".scale_input"),
-     "a ComfyUI fp8-scaled Wan file; scaled fp8 weights are not supported here: use the fp16/bf16 file"),
     (("img_emb.", ".k_img.", ".v_img.", "norm_k_img", "image_embedder", "add_k_proj", "add_v_proj"),
      "a Wan image-to-video / first-last-frame DiT (image-conditioning weights); only text-to-video is supported"),
     (("vace_blocks.", "vace_patch_embedding"), "a Wan VACE DiT; only plain text-to-video is supported"),
@@ -250,7 +249,10 @@ def detect_config(shapes: Mapping[str, tuple], source: str = "<state dict>") -> 
     if dim % WAN_HEAD_DIM:
         raise _fail(source, f"dim={dim} matches no preset and is not a multiple of Wan's head_dim "
                             f"{WAN_HEAD_DIM}, so the number of heads is unknown: pass config= explicitly")
-    config = DiTConfig(num_heads=dim // WAN_HEAD_DIM, **geometry)
+    try:
+        config = DiTConfig(num_heads=dim // WAN_HEAD_DIM, **geometry)
+    except ValueError as e:
+        raise _fail(source, f"the weights describe a model this loader does not accept: {e}") from None
     return config, None, [f"no preset matches; assumed head_dim {WAN_HEAD_DIM} -> {config.num_heads} heads"]
 
 
@@ -265,6 +267,33 @@ class Detection:
     shapes: dict[str, tuple[int, ...]]  # official name -> shape
     trainer_entry: Optional[str] = None
     notes: tuple[str, ...] = field(default=())
+    fp8_scales: dict[str, str] = field(default_factory=dict)  # official weight name -> its scale_weight in the source
+    fp8_marker: Optional[str] = None  # the `scaled_fp8` marker's name in the source, when present
+
+
+def split_fp8_keys(shapes: Mapping[str, tuple]) -> tuple[dict[str, tuple], Optional[str], dict[str, str], list[str]]:
+    """Set ComfyUI's scaled-fp8 extras apart from the weights (source names throughout)
+    -> (weights, marker name or None, {weight name: its scale_weight name}, scale_input names)."""
+    weights, scales, inputs, marker = {}, {}, [], None
+    for name, shape in shapes.items():
+        if name.rpartition(".")[2] == SCALED_FP8_MARKER:
+            marker = name
+        elif name.endswith("." + SCALE_WEIGHT):
+            scales[name[: -len(SCALE_WEIGHT)] + "weight"] = name
+        elif name.endswith("." + SCALE_INPUT):
+            inputs.append(name)
+        else:
+            weights[name] = shape
+    return weights, marker, scales, inputs
+
+
+def _official_scales(layout: KeyLayout, scales: Mapping[str, str], source: str) -> dict[str, str]:
+    official = {src: off for off, src in layout.names.items()}
+    orphans = [s for w, s in scales.items() if w not in official]
+    if orphans:
+        raise _fail(source, f"scale tensors without their weight: {orphans[:5]} (each `<layer>.scale_weight` "
+                            "needs a `<layer>.weight` beside it)")
+    return {official[w]: s for w, s in scales.items()}
 
 
 def detect_layout(shapes: Mapping[str, tuple], *, trainer_entry: Optional[str] = None,
@@ -290,14 +319,19 @@ def detect(state: Mapping[str, Any], *, which: str = "auto", config: Optional[Di
 def detect_from_shapes(shapes: Mapping[str, tuple], *, trainer_entry: Optional[str] = None,
                        config: Optional[DiTConfig] = None, source: str = "<state dict>",
                        notes: Iterable[str] = ()) -> Detection:
-    layout, official = detect_layout(shapes, trainer_entry=trainer_entry, source=source)
+    weights, marker, scales, input_scales = split_fp8_keys(shapes)
+    layout, official = detect_layout(weights, trainer_entry=trainer_entry, source=source)
     notes = [*notes, *layout.notes]
+    if input_scales:
+        notes.append(f"ignored {len(input_scales)} `scale_input` tensors (they serve ComfyUI's fp8 matmul; "
+                     "here 8-bit weights are cast to the compute dtype)")
     if config is None:
         config, preset, more = detect_config(official, source)
         notes += more
     else:
         preset = preset_name(config)
-    return Detection(layout.format, config, preset, layout.names, official, trainer_entry, tuple(notes))
+    return Detection(layout.format, config, preset, layout.names, official, trainer_entry, tuple(notes),
+                     _official_scales(layout, scales, source), marker)
 
 
 # ---- VAE -------------------------------------------------------------------------------------

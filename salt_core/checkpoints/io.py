@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -216,19 +217,34 @@ def load_torch_file(path: str) -> object:
     except pickle.UnpicklingError as e:
         text = str(e)
         if "Weights only load failed" in text:
-            detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
             raise CheckpointError(
                 f"{path}: refused to unpickle: the file contains Python objects or code outside the safe "
-                f"tensor allow-list ({detail or 'unsupported pickle content'}); nothing from it was executed. "
+                f"tensor allow-list ({_refused_what(text)}); nothing from it was executed. "
                 "If you trust its origin, convert it to .safetensors elsewhere"
             ) from None
-        raise CheckpointError(f"{path}: damaged checkpoint (unpickling failed: {text.splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: damaged checkpoint (unpickling failed: {_first_line(text)})") from None
     except Exception as e:  # zip errors, EOF, garbage
-        first = (str(e).splitlines() or [""])[0][:200]
         raise CheckpointError(
             f"{path}: cannot read as a PyTorch checkpoint: the file is truncated, damaged or of another "
-            f"format ({type(e).__name__}: {first})"
+            f"format ({type(e).__name__}: {_first_line(str(e))})"
         ) from None
+
+
+# What torch's restricted unpickler names as refused; its advice (re-run with the restriction off, or
+# allow-list the global) is never repeated: either would run the file's code.
+_REFUSED = re.compile(r"(unsupported GLOBAL [\w.]+|Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+)")
+_ADVICE = re.compile(r"weights_only|safe_globals|add_safe_globals", re.IGNORECASE)
+
+
+def _refused_what(text: str) -> str:
+    found = _REFUSED.search(text)
+    return found.group(1) if found else "unsupported pickle content"
+
+
+def _first_line(text: str) -> str:
+    """The first line of an error text, cut to 200 characters; a line of unpickling advice is dropped."""
+    line = (text.splitlines() or [""])[0][:200]
+    return "restricted unpickler error" if _ADVICE.search(line) else line
 
 
 def _open_torch(path: str, which: str) -> CheckpointReader:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 
@@ -20,8 +19,9 @@ from ..config import DiTConfig, SamplingDefaults
 from ..dit import WanDiT
 from ..kv_cache import CachePolicy
 from .detect import detect_from_shapes
-from .io import CheckpointError, CheckpointReader, TensorInfo, open_checkpoint
+from .io import CheckpointError, open_checkpoint
 from .save import SALT_FORMAT_VERSION
+from .storage import StoragePlan, choose_dtype, fill, listing, plan_storage
 
 # What a file without our header was most likely trained for.
 SELF_FORCING_SAMPLING = SamplingDefaults(
@@ -36,7 +36,6 @@ WAN_SAMPLING = SamplingDefaults(
 )
 _CAUSAL_NAME_HINTS = ("self_forcing", "self-forcing", "selfforcing", "longlive", "causal_forcing",
                       "causal-forcing", "causvid")
-MAX_LISTED = 10
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,8 @@ class LoadedInfo:
     trainer_entry: Optional[str] = None  # e.g. "generator_ema"
     metadata: dict = field(default_factory=dict)  # the safetensors header metadata, as stored
     notes: tuple[str, ...] = ()
+    eight_bit_weights: int = 0  # Linear weights kept 8-bit (dtype is then the compute dtype)
+    loras: tuple[str, ...] = ()  # adapter files applied, in order
 
 
 # ---- our header --------------------------------------------------------------------------------
@@ -106,11 +107,6 @@ def _with_legacy_cache(sampling: SamplingDefaults, metadata: Mapping[str, str], 
 
 # ---- checks ------------------------------------------------------------------------------------
 
-def _listing(title: str, lines: list[str]) -> str:
-    more = f"\n    ... and {len(lines) - MAX_LISTED} more" if len(lines) > MAX_LISTED else ""
-    return f"\n  {title} ({len(lines)}):\n    " + "\n    ".join(lines[:MAX_LISTED]) + more
-
-
 def check_keys(expected: Mapping[str, tuple], found: Mapping[str, tuple], names: Mapping[str, str],
                source: str, what: str) -> None:
     """Every expected key present with its shape, nothing else -> else one CheckpointError."""
@@ -121,36 +117,12 @@ def check_keys(expected: Mapping[str, tuple], found: Mapping[str, tuple], names:
     if missing or unexpected or wrong:
         msg = f"{source}: does not match {what}; nothing was loaded."
         if missing:
-            msg += _listing("missing keys", missing)
+            msg += listing("missing keys", missing)
         if unexpected:
-            msg += _listing("unexpected keys", unexpected)
+            msg += listing("unexpected keys", unexpected)
         if wrong:
-            msg += _listing("shape mismatches", wrong)
+            msg += listing("shape mismatches", wrong)
         raise CheckpointError(msg)
-
-
-def _choose_dtype(infos: Mapping[str, TensorInfo], dtype: Optional[torch.dtype], source: str,
-                  notes: list[str]) -> torch.dtype:
-    bad = [f"{k} ({i.dtype})" for k, i in infos.items() if not i.dtype.is_floating_point]
-    if bad:
-        raise CheckpointError(f"{source}: expected floating-point weights; found {bad[:MAX_LISTED]}")
-    if dtype is not None:
-        return dtype
-    counts = Counter()
-    for info in infos.values():
-        counts[info.dtype] += max(1, int(torch.Size(info.shape).numel()))
-    chosen = counts.most_common(1)[0][0]
-    if len(counts) > 1:
-        notes.append(f"mixed dtypes {sorted(str(d) for d in counts)}: loading everything as {chosen}")
-    if chosen.itemsize == 1:  # fp8 storage: no CPU kernels; compute in bf16
-        notes.append(f"weights stored as {chosen}: loading as torch.bfloat16")
-        chosen = torch.bfloat16
-    return chosen
-
-
-def _fill(model: torch.nn.Module, reader: CheckpointReader, names: Mapping[str, str], device, dtype) -> None:
-    state = {k: reader.read(names[k]).to(device=device, dtype=dtype, copy=True) for k in model.state_dict()}
-    model.load_state_dict(state, strict=True, assign=True)
 
 
 # ---- DiT ---------------------------------------------------------------------------------------
@@ -175,11 +147,19 @@ def _sampling_for(fmt: str, path: str, notes: list[str]) -> tuple[SamplingDefaul
 
 
 def load_dit(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: Optional[torch.dtype] = None,
-             which: str = "auto", config: Optional[DiTConfig] = None) -> tuple[WanDiT, LoadedInfo]:
+             which: str = "auto", config: Optional[DiTConfig] = None, compute_dtype: Optional[torch.dtype] = None,
+             lora: Sequence[tuple[str | os.PathLike, float]] = (), merge_lora: Optional[bool] = None,
+             ) -> tuple[WanDiT, LoadedInfo]:
     """Load a Wan 2.1 t2v DiT from any supported format -> (model in eval mode, LoadedInfo).
 
     which: Self Forcing trainer entry ("auto" = generator_ema when present, else generator; "ema",
-    "generator", "critic"). dtype: None keeps the file's (fp8 -> bf16). config: skip detection."""
+    "generator", "critic"). config: skip detection.
+    dtype: None keeps the file's: 8-bit float Linear weights (plain or ComfyUI scaled fp8) stay 8-bit and are
+    cast per layer at each call; every other tensor is held in compute_dtype (default: the file's most common
+    16/32-bit dtype, bfloat16 if all are 8-bit). A dtype casts every tensor, 8-bit ones dequantised.
+    lora: [(adapter file, strength), ...] applied in order (PEFT / kohya / ComfyUI / diffusers layouts, a
+    LongLive `lora.pt`); merge_lora: fold them into the weights (None: merge unless weights stay 8-bit, where
+    merging would store those layers in the compute dtype)."""
     path = os.fspath(path)
     with open_checkpoint(path, which=which) as reader:
         kind = salt_header_kind(reader.metadata, path)
@@ -198,16 +178,53 @@ def load_dit(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
             model = WanDiT(det.config)
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         check_keys(expected, det.shapes, det.names, path, _describe_dit(det.config, det.preset))
-        dtype = _choose_dtype({k: reader.infos[det.names[k]] for k in expected}, dtype, path, notes)
-        _fill(model, reader, det.names, device, dtype)
+        plan = plan_storage(model, {k: reader.infos[det.names[k]] for k in expected}, reader, det.names,
+                            det.fp8_scales, det.fp8_marker, dtype=dtype, compute_dtype=compute_dtype, source=path)
+        notes += plan.notes
+        adapters = _read_loras(lora, model)  # every adapter checked against the geometry before any weight is read
+        fill(model, reader, det.names, device, plan)
+    model.eval()
+    if adapters:
+        notes += _with_loras(model, adapters, merge_lora, bool(plan.kept_8bit))
     if header_sampling is not None:
         sampling, sampling_source = header_sampling, "header"
     else:
         sampling, sampling_source = _sampling_for(fmt, path, notes)
-    info = LoadedInfo(path, fmt, det.config, det.preset, sampling, sampling_source, dtype,
-                      det.trainer_entry, dict(reader.metadata), tuple(notes))
+    info = LoadedInfo(path, fmt, det.config, det.preset, sampling, sampling_source, plan.compute,
+                      det.trainer_entry, dict(reader.metadata), tuple(notes), len(plan.kept_8bit),
+                      tuple(adapter.path for adapter, _, _ in adapters))
     model.timestep_convention = sampling.timestep_convention
-    return model.eval(), info
+    return model, info
+
+
+def _read_loras(loras, meta_model: WanDiT) -> list:
+    from ..lora import match_lora, read_lora
+
+    adapters = []
+    for entry in loras:
+        try:
+            source, strength = entry
+            strength = float(strength)
+        except (TypeError, ValueError):
+            raise ValueError(f"lora entries must be (file, strength) pairs, got {entry!r}") from None
+        adapter = read_lora(source)
+        _, notes = match_lora(adapter, meta_model)
+        adapters.append((adapter, strength, notes))
+    return adapters
+
+
+def _with_loras(model: WanDiT, adapters, merge: Optional[bool], eight_bit: bool) -> list[str]:
+    """Patch (and merge into) the freshly loaded model in place: nothing else holds it, so no copy is made."""
+    from ..lora import apply_lora, merge_lora
+
+    notes = []
+    for adapter, strength, more in adapters:
+        apply_lora(model, adapter, strength, in_place=True)
+        notes += [f"LoRA {adapter.path!r} applied at strength {strength:g}", *more]
+    if merge if merge is not None else not eight_bit:
+        merge_lora(model)
+        notes.append("LoRA merged into the weights")
+    return notes
 
 
 # ---- VAE ---------------------------------------------------------------------------------------
@@ -258,8 +275,8 @@ def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         check_keys(expected, det.shapes, det.names, path,
                    f"a Wan 2.1 VAE ({f'preset {det.preset!r}' if det.preset else 'given config'})")
-        dtype = _choose_dtype({k: reader.infos[det.names[k]] for k in expected}, dtype, path, notes)
-        _fill(model, reader, det.names, device, dtype)
+        dtype = choose_dtype({k: reader.infos[det.names[k]] for k in expected}, dtype, path, notes)
+        fill(model, reader, det.names, device, StoragePlan(dtype))
     _materialise_config_buffers(model, det.config, device)
     info = VAELoadedInfo(path, "salt" if kind == "vae" else det.format, det.config, det.preset, dtype,
                          dict(reader.metadata), tuple(notes))

@@ -43,6 +43,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _cpu_tensors(model: nn.Module, dtype: Optional[torch.dtype]) -> dict[str, torch.Tensor]:
+    patched = [n for n, m in model.named_modules() if getattr(m, "patches", None)]
+    if patched:
+        raise ValueError(f"cannot save: {len(patched)} layers carry unmerged LoRA patches (e.g. {patched[0]!r}), "
+                         "which the state dict does not hold; call salt_core.lora.merge_lora(model) first")
     out = {}
     for name, t in model.state_dict().items():
         if t.is_meta:

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .layers import FP32LayerNorm, RMSNorm, TanhGELU, gated_residual, norm_modulate
+from .layers import FP32LayerNorm, Linear, RMSNorm, TanhGELU, compute_dtype, gated_residual, norm_modulate
 from ..rope import apply_rope
 
 
@@ -16,10 +16,10 @@ class _Projections(nn.Module):
     def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float):
         super().__init__()
         self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim)
+        self.k = Linear(dim, dim)
+        self.v = Linear(dim, dim)
+        self.o = Linear(dim, dim)
         self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
 
@@ -65,7 +65,7 @@ class WanBlock(nn.Module):
         self.norm3 = FP32LayerNorm(dim, eps, elementwise_affine=True) if cross_attn_norm else nn.Identity()
         self.cross_attn = CrossAttention(dim, num_heads, qk_norm, eps)
         self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), TanhGELU(), nn.Linear(ffn_dim, dim))
+        self.ffn = nn.Sequential(Linear(dim, ffn_dim), TanhGELU(), Linear(ffn_dim, dim))
 
     def forward(
         self,
@@ -79,7 +79,7 @@ class WanBlock(nn.Module):
         plan=None,
     ) -> torch.Tensor:
         F = e0.shape[1]
-        dt = self.ffn[0].weight.dtype
+        dt = compute_dtype(self.ffn[0])
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float().unsqueeze(0) + e0.float()).unbind(2)
         h = norm_modulate(x, shift1, scale1, self.norm1.eps).to(dt)  # = modulate(norm1(x), shift1, scale1)
         tokens_per_frame = x.shape[1] // plan.frames if plan is not None else 0
@@ -96,10 +96,10 @@ class WanHead(nn.Module):
     def __init__(self, dim: int, out_dim: int, patch_size: tuple[int, int, int], eps: float):
         super().__init__()
         self.norm = FP32LayerNorm(dim, eps, elementwise_affine=False)
-        self.head = nn.Linear(dim, out_dim * patch_size[0] * patch_size[1] * patch_size[2])
+        self.head = Linear(dim, out_dim * patch_size[0] * patch_size[1] * patch_size[2])
         self.modulation = nn.Parameter(torch.zeros(1, 2, dim))
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """x: [B, L, dim]; e: [B, F, dim] (un-projected time embedding) -> [B, L, out*prod(patch)]"""
         shift, scale = (self.modulation.float().unsqueeze(0) + e.float().unsqueeze(2)).unbind(2)
-        return self.head(norm_modulate(x, shift, scale, self.norm.eps).to(self.head.weight.dtype))
+        return self.head(norm_modulate(x, shift, scale, self.norm.eps).to(compute_dtype(self.head)))

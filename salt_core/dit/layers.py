@@ -1,11 +1,71 @@
-"""Small building blocks of the Wan DiT: norms, the timestep sinusoid, adaLN modulation."""
+"""Small building blocks of the Wan DiT: the Linear layer, norms, the timestep sinusoid, adaLN modulation."""
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same state dict) that can also hold its weight in another dtype than it
+    computes in, and carry weight patches; both are resolved per call, in the input's dtype, so nothing is
+    materialised between calls:
+
+        W = weight.to(x.dtype) · scale_weight  +  Σ patch.weight_delta(...)      b = bias + Σ patch bias deltas
+
+    * `weight` may be 8-bit (float8_e4m3fn / float8_e5m2) with an optional fp32 `scale_weight` buffer, a scalar
+      `[]` or per output channel `[out, 1]` (ComfyUI's scaled-fp8 layout: stored weight × scale = true weight).
+    * `patches`: None or an nn.ModuleList of objects with `add_to_weight(w) -> w'` and `add_to_bias(b) -> b'`
+      (LoRA factors, full diffs); their tensors are non-persistent buffers, so `state_dict()` is the base layer's.
+    Without either the forward is exactly nn.Linear's.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.register_buffer("scale_weight", None)
+        self.patches: Optional[nn.ModuleList] = None
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype activations entering this layer should have: the weight's, or for an 8-bit weight the
+        bias's (loaders store it in the compute dtype), else bfloat16."""
+        if self.weight.dtype.itemsize > 1:
+            return self.weight.dtype
+        return self.bias.dtype if self.bias is not None else torch.bfloat16
+
+    def effective_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight this layer applies, in dtype: [out, in]."""
+        w = self.weight.to(dtype)
+        if self.scale_weight is not None:
+            w = w * self.scale_weight.to(dtype)
+        for patch in self.patches or ():
+            w = patch.add_to_weight(w)
+        return w
+
+    def effective_bias(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        b = self.bias.to(dtype) if self.bias is not None else None
+        for patch in self.patches or ():
+            b = patch.add_to_bias(b)
+        return b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.patches is None and self.scale_weight is None and self.weight.dtype == x.dtype:
+            return F.linear(x, self.weight, self.bias)
+        return F.linear(x, self.effective_weight(x.dtype), self.effective_bias(x.dtype))
+
+    def extra_repr(self) -> str:
+        extra = f", weight_dtype={self.weight.dtype}" if self.weight.dtype.itemsize == 1 else ""
+        if self.scale_weight is not None:
+            extra += f", scale_weight={tuple(self.scale_weight.shape)}"
+        return super().extra_repr() + extra
+
+
+def compute_dtype(layer: nn.Module) -> torch.dtype:
+    """The activation dtype of a linear layer (ours: its compute_dtype; a plain nn.Linear: its weight's)."""
+    return getattr(layer, "compute_dtype", None) or layer.weight.dtype
 
 
 class RMSNorm(nn.Module):

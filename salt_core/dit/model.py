@@ -15,7 +15,7 @@ from ..config import DiTConfig
 from ..kv_cache import CachePolicy, KVCache
 from .attention import Attention
 from .blocks import WanBlock, WanHead
-from .layers import TanhGELU, init_like_wan, timestep_sinusoid
+from .layers import Linear, TanhGELU, compute_dtype, init_like_wan, timestep_sinusoid
 from ..rope import RopeTable
 from ..schedules import FLOAT_TIMESTEPS, TimestepConvention
 
@@ -26,9 +26,9 @@ class WanDiT(nn.Module):
         c = config
         self.config = c
         self.patch_embedding = nn.Conv3d(c.in_dim, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(c.text_dim, c.dim), TanhGELU(), nn.Linear(c.dim, c.dim))
-        self.time_embedding = nn.Sequential(nn.Linear(c.freq_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
-        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))
+        self.text_embedding = nn.Sequential(Linear(c.text_dim, c.dim), TanhGELU(), Linear(c.dim, c.dim))
+        self.time_embedding = nn.Sequential(Linear(c.freq_dim, c.dim), nn.SiLU(), Linear(c.dim, c.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), Linear(c.dim, 6 * c.dim))
         self.blocks = nn.ModuleList(
             WanBlock(c.dim, c.ffn_dim, c.num_heads, c.qk_norm, c.cross_attn_norm, c.eps) for _ in range(c.num_layers)
         )
@@ -79,9 +79,9 @@ class WanDiT(nn.Module):
             t = t.unsqueeze(1)
         if tuple(t.shape) not in ((batch, 1), (batch, frames)):
             raise ValueError(f"timestep must be [B]={batch} or [B, F]=[{batch}, {frames}], got {tuple(t.shape)}")
-        w = self.time_embedding[0].weight
-        e = self.time_embedding(timestep_sinusoid(t, self.config.freq_dim).to(w.dtype)).float()
-        e0 = self.time_projection(e.to(w.dtype)).float().unflatten(-1, (6, self.config.dim))
+        dt = compute_dtype(self.time_embedding[0])
+        e = self.time_embedding(timestep_sinusoid(t, self.config.freq_dim).to(dt)).float()
+        e0 = self.time_projection(e.to(dt)).float().unflatten(-1, (6, self.config.dim))
         return e, e0
 
     def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:

@@ -13,7 +13,8 @@ from typing import Optional
 import torch
 
 from ...checkpoints import CheckpointError, CheckpointReader, open_checkpoint
-from ...checkpoints.load import _choose_dtype, check_keys, salt_header_kind
+from ...checkpoints.load import check_keys, salt_header_kind
+from ...checkpoints.storage import choose_dtype
 from .config import UMT5Config
 from .encoder import UMT5LoadedInfo, UMT5TextEncoder, check_tokenizer_matches
 from .layouts import Layout, detect_config, detect_layout
@@ -83,7 +84,7 @@ def load_umt5(path: str | os.PathLike, tokenizer: Optional[str | os.PathLike] = 
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         check_keys(expected, layout.shapes, layout.names, path, _describe(config, preset))
         notes = [*reader.notes, *layout.notes]
-        dtype = _choose_dtype({k: reader.infos[layout.names[k]] for k in expected}, dtype, path, notes)
+        dtype = choose_dtype({k: reader.infos[layout.names[k]] for k in expected}, dtype, path, notes)
         tok = _tokenizer_for(tokenizer, layout, reader, path, clean, notes)
         check_tokenizer_matches(tok, config, path)
         state = {k: _weight(reader, layout, k, device, dtype) for k in expected}
