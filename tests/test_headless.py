@@ -9,7 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from salt_core.comfyui_client import runner as headless
-from salt_core.comfyui_client.workflow import WorkflowError, apply_overrides, load_workflow, ui_to_api, widget_values
+from salt_core.comfyui_client.overrides import apply_overrides
+from salt_core.comfyui_client.widgets import widget_values
+from salt_core.comfyui_client.workflow import WorkflowError, load_workflow, ui_to_api
 
 OBJECT_INFO = {
     "Loader": {"input": {"required": {"name": [["a.safetensors", "b.safetensors"], {}]}},

@@ -1,0 +1,52 @@
+"""Exit statuses, the errors a run can end with, and how untrusted server text is shown.
+
+Exit statuses of `python -m salt_core.comfyui_client`:
+    0  done: every output was downloaded
+    1  failed: the server refused the workflow, a node failed, or after queueing the server answered with
+       something that is not a ComfyUI answer (not JSON, wrong shape, HTTP error page, redirect)
+    2  bad arguments, unreadable workflow, server unreachable, or the server answered before anything was
+       queued with something that is not a ComfyUI answer (probably not a ComfyUI address)
+    3  interrupted (Ctrl-C or the server's interrupt) or not finished within --timeout
+    4  the server sent something unsafe: an output whose path would leave --out, or an answer larger than
+       its cap; nothing was written for it, the rest of the run went on
+"""
+from __future__ import annotations
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_UNSAFE = 0, 1, 2, 3, 4
+
+
+class ClientError(Exception):
+    """Base of the errors this client reports as one line (no traceback)."""
+
+
+class ServerUnreachable(ClientError, ConnectionError):
+    """No TCP (or TLS) connection to the server could be made."""
+
+
+class ServerError(ClientError):
+    """The server answered with an HTTP error; `body` holds its JSON (e.g. node_errors) when it sent JSON."""
+
+    def __init__(self, message: str, body=None, status: int | None = None):
+        super().__init__(message)
+        self.body = body
+        self.status = status
+
+
+class BadAnswer(ClientError):
+    """The server's answer is not what ComfyUI sends (not JSON, wrong shape, a redirect, a broken websocket)."""
+
+
+class UnsafeAnswer(ClientError):
+    """The server's answer would make the client do something unsafe (write outside --out, exceed a cap)."""
+
+
+class RunTimeout(ClientError, TimeoutError):
+    """The whole run's time (--timeout) is used up."""
+
+
+def shown(text, limit: int = 300, keep_newlines: bool = False) -> str:
+    """Untrusted text made safe to print: control characters (terminal escapes) replaced, length bounded."""
+    text = text if isinstance(text, str) else repr(text)
+    allowed = "\n\t" if keep_newlines else ""
+    out = "".join(c if c.isprintable() or c in allowed else "\N{REPLACEMENT CHARACTER}" for c in text[:limit])
+    return out + ("..." if len(text) > limit else "")
