@@ -14,7 +14,7 @@ import uuid
 
 from .answers import check_history_answer, check_queued
 from .deadline import IDLE_SECONDS, Deadline, connect
-from .errors import BadAnswer, ServerError, ServerUnreachable, UnsafeAnswer, shown
+from .errors import BadAnswer, ServerError, ServerUnreachable, UnsafeAnswer, shown, size_text
 from .websocket import WebSocket
 
 MAX_JSON_BYTES = 64 << 20   # /object_info of a large install is a few MiB
@@ -77,7 +77,7 @@ class ComfyClient:
     def _exchange(self, method: str, path: str, body: bytes | None = None):
         """-> the response of a 200 answer; errors for everything else (one line each)."""
         what = f"{method} {path.split('?', 1)[0]}"
-        conn = _Connection(self.base, self.deadline, self.idle)
+        conn, response = _Connection(self.base, self.deadline, self.idle), None
         try:
             try:
                 conn.request(method, urllib.parse.urlsplit(self.base).path + path, body=body,
@@ -105,6 +105,8 @@ class ComfyClient:
             except ConnectionError as e:
                 raise ServerUnreachable(f"{what}: the connection broke during the answer ({e})") from None
         finally:
+            if response is not None:
+                response.close()
             conn.close()
 
     def _check_status(self, response: http.client.HTTPResponse, what: str) -> None:
@@ -132,10 +134,10 @@ class ComfyClient:
             length = response.getheader("Content-Length")
             if length and length.strip().isdigit() and int(length) > MAX_JSON_BYTES:
                 raise UnsafeAnswer(f"{what}: the answer announces {int(length)} bytes, more than the "
-                                   f"{MAX_JSON_BYTES >> 20} MiB cap of JSON answers; nothing was read")
+                                   f"{size_text(MAX_JSON_BYTES)} cap of JSON answers; nothing was read")
             raw = response.read(MAX_JSON_BYTES + 1)
             if len(raw) > MAX_JSON_BYTES:
-                raise UnsafeAnswer(f"{what}: the answer is larger than the {MAX_JSON_BYTES >> 20} MiB cap "
+                raise UnsafeAnswer(f"{what}: the answer is larger than the {size_text(MAX_JSON_BYTES)} cap "
                                    "of JSON answers")
             kind = response.getheader("Content-Type") or "no content type"
         try:

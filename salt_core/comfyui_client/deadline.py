@@ -49,6 +49,7 @@ class BoundedSocket:
 
     def __init__(self, sock: socket.socket, deadline: Deadline, idle: float = IDLE_SECONDS):
         self.sock, self.deadline, self.idle = sock, deadline, idle
+        self._readers, self._closed = 0, False  # like a socket's makefile(): closed once its readers are
 
     def _timed(self, call, *args):
         self.sock.settimeout(self.deadline.bound(self.idle))
@@ -71,10 +72,18 @@ class BoundedSocket:
         """What http.client reads a response from: buffered, and bounded on every underlying read."""
         if mode != "rb":
             raise ValueError("only 'rb' is supported")
+        self._readers += 1
         return io.BufferedReader(_RawReader(self))
 
+    def _reader_closed(self) -> None:
+        self._readers -= 1
+        if self._closed and not self._readers:
+            self.sock.close()
+
     def close(self) -> None:
-        self.sock.close()
+        self._closed = True
+        if not self._readers:
+            self.sock.close()
 
 
 class _RawReader(io.RawIOBase):
@@ -86,6 +95,11 @@ class _RawReader(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         return self._sock.recv_into(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._sock._reader_closed()
+        super().close()
 
 
 def connect(url: str, deadline: Deadline, idle: float = IDLE_SECONDS) -> BoundedSocket:

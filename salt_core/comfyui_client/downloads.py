@@ -22,7 +22,7 @@ import re
 import shutil
 import tempfile
 
-from .errors import UnsafeAnswer, shown
+from .errors import UnsafeAnswer, shown, size_text
 
 FOLDER_TYPES = ("output", "temp", "input")
 MAX_DOWNLOAD_BYTES = 16 << 30  # per file; a long 14B video at high bitrate is a few GiB
@@ -108,7 +108,7 @@ def write_download(path: str, download, max_bytes: int = MAX_DOWNLOAD_BYTES) -> 
     if download.length is not None:
         if download.length > max_bytes:
             raise UnsafeAnswer(f"{download.what}: {download.length} bytes announced, more than the cap of "
-                               f"{max_bytes} bytes per file; nothing was written")
+                               f"{size_text(max_bytes)} per file; nothing was written")
         free = shutil.disk_usage(folder).free
         if download.length > free:
             raise OSError(f"{download.what}: {download.length} bytes announced, but only {free} bytes are "
@@ -120,7 +120,7 @@ def write_download(path: str, download, max_bytes: int = MAX_DOWNLOAD_BYTES) -> 
             for piece in download.pieces():
                 size += len(piece)
                 if size > max_bytes:
-                    raise UnsafeAnswer(f"{download.what}: more than the cap of {max_bytes} bytes per file; "
+                    raise UnsafeAnswer(f"{download.what}: more than the cap of {size_text(max_bytes)} per file; "
                                        "the partial file was removed")
                 f.write(piece)
             f.flush()

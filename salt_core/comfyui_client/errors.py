@@ -50,3 +50,11 @@ def shown(text, limit: int = 300, keep_newlines: bool = False) -> str:
     allowed = "\n\t" if keep_newlines else ""
     out = "".join(c if c.isprintable() or c in allowed else "\N{REPLACEMENT CHARACTER}" for c in text[:limit])
     return out + ("..." if len(text) > limit else "")
+
+
+def size_text(n: int) -> str:
+    """A byte count as people read it: '64 MiB', '16 GiB', '50 bytes'."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"

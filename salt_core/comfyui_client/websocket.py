@@ -13,7 +13,7 @@ import struct
 import urllib.parse
 
 from .deadline import IDLE_SECONDS, Deadline, connect
-from .errors import BadAnswer, ServerError, UnsafeAnswer, shown
+from .errors import BadAnswer, ServerError, UnsafeAnswer, shown, size_text
 
 MAX_MESSAGE_BYTES = 64 << 20    # ComfyUI's largest messages are latent previews, well under 1 MiB
 MAX_HANDSHAKE_BYTES = 64 << 10
@@ -51,7 +51,7 @@ class WebSocket:
                            ).encode())
         while b"\r\n\r\n" not in self._buf:
             if len(self._buf) > MAX_HANDSHAKE_BYTES:
-                raise BadAnswer(f"websocket handshake: more than {MAX_HANDSHAKE_BYTES >> 10} KiB of headers")
+                raise BadAnswer(f"websocket handshake: more than {size_text(MAX_HANDSHAKE_BYTES)} of headers")
             self._fill()
         end = self._buf.index(b"\r\n\r\n")
         head = bytes(self._buf[:end]).decode("latin-1")
@@ -106,7 +106,7 @@ class WebSocket:
             raise BadAnswer("websocket: a control frame longer than 125 bytes or fragmented")
         if n > MAX_MESSAGE_BYTES:
             raise UnsafeAnswer(f"websocket: a frame header claims {n} bytes, more than the "
-                               f"{MAX_MESSAGE_BYTES >> 20} MiB cap of websocket messages; refused unread")
+                               f"{size_text(MAX_MESSAGE_BYTES)} cap of websocket messages; refused unread")
         del buf[:at]
         return bool(first & 0x80), op, n
 
@@ -149,7 +149,7 @@ class WebSocket:
             size += len(data)
             if size > MAX_MESSAGE_BYTES:
                 raise UnsafeAnswer(f"websocket: a fragmented message longer than the "
-                                   f"{MAX_MESSAGE_BYTES >> 20} MiB cap of websocket messages")
+                                   f"{size_text(MAX_MESSAGE_BYTES)} cap of websocket messages")
             parts.append(data)
             if fin:
                 return first_op, b"".join(parts)
