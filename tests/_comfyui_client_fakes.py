@@ -29,6 +29,11 @@ def ws_accept(h) -> None:
                   b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # a client that hangs up early is what several tests are about
+
+
 class FakeComfy:
     """Answers /object_info, /prompt, /ws, /history and /view like ComfyUI does (scripted outcome).
 
@@ -95,7 +100,7 @@ class FakeComfy:
                 self.reply(200, {"prompt_id": "p-1", "number": 0, "node_errors": {}})
                 fake.queued.set()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 

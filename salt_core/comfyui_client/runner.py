@@ -118,7 +118,8 @@ def _run(client: ComfyClient, text: str, out_dir: str, overrides, max_file_bytes
         try:
             queued = client.queue(prompt)
         except ServerError as e:
-            log(f"the server refused the workflow ({e}):\n{format_node_errors(e.body)}")
+            details = f":\n{format_node_errors(e.body)}" if isinstance(e.body, dict) else ""
+            log(f"the server refused the workflow: {e}{details}")
             return EXIT_FAILED, []
         except ServerUnreachable as e:
             log(str(e))
