@@ -1,14 +1,6 @@
 """Exit statuses, the errors a run can end with, and how untrusted server text is shown.
 
-Exit statuses of `python -m salt_core.comfyui_client`:
-    0  done: every output was downloaded
-    1  failed: the server refused the workflow, a node failed, or after queueing the server answered with
-       something that is not a ComfyUI answer (not JSON, wrong shape, HTTP error page, redirect)
-    2  bad arguments, unreadable workflow, server unreachable, or the server answered before anything was
-       queued with something that is not a ComfyUI answer (probably not a ComfyUI address)
-    3  interrupted (Ctrl-C or the server's interrupt) or not finished within --timeout
-    4  the server sent something unsafe: an output whose path would leave --out, or an answer larger than
-       its cap; nothing was written for it, the rest of the run went on
+What each exit status means is stated once, in runner.py's docstring (which --help prints) and README.
 """
 from __future__ import annotations
 

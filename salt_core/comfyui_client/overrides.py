@@ -45,12 +45,11 @@ def find_node(prompt: Mapping[str, Mapping], selector: str) -> str:
 
 
 def node_inputs(node: Mapping, definitions: Mapping | None) -> list[str]:
-    """The inputs a node may be given: those in the prompt, then those its definition declares."""
-    names = list(node.get("inputs") or {})
+    """The inputs a node may be given: those its definition declares (in its order), then any other the
+    prompt has."""
     node_def = (definitions or {}).get(node.get("class_type"))
-    if isinstance(node_def, Mapping):
-        names += [name for name, _ in declared_inputs(node_def) if name not in names]
-    return names
+    names = [name for name, _ in declared_inputs(node_def)] if isinstance(node_def, Mapping) else []
+    return names + [name for name in node.get("inputs") or {} if name not in names]
 
 
 def apply_overrides(prompt: dict, assignments: Iterable[str], definitions: Definitions = None) -> dict:

@@ -10,11 +10,11 @@ format ("Export (API)"). Submits it (POST /prompt), follows progress over the we
 Safety: outputs are written only inside --out (downloads.py has the rules), never over an existing file,
 atomically, at most --max-file-mb each; --timeout bounds the whole run, every read included.
 
-Exit status: 0 done; 1 the workflow was queued but the run failed (the server refused it, a node failed,
-the server broke off or answered with something that is not a ComfyUI answer); 2 nothing was queued: bad
-arguments, an unreadable workflow, or no usable server (unreachable, or not answering like ComfyUI);
-3 interrupted or not finished within --timeout; 4 the server sent something unsafe (an output path
-leaving --out, an answer over its size cap): nothing was written for it.
+Exit status: 0 done; 1 failed after queueing (the server refused the workflow, a node failed, the server
+broke off or answered with something that is not a ComfyUI answer); 2 nothing was queued: bad arguments,
+an unreadable workflow, or no usable server (unreachable, or not answering like ComfyUI); 3 interrupted
+or not finished within --timeout; 4 unsafe answer (an output path leaving --out, an answer over its size
+cap): nothing was written for it.
 
 Standard library only (a small RFC 6455 websocket client is included), so it runs anywhere.
 """
