@@ -119,6 +119,6 @@ def test_the_documented_exit_statuses_are_the_ones_used():
     readme = README.read_text().split("### Headless runs", 1)[1].split("\n### ", 1)[0]
     for text in (readme, runner.__doc__):
         text = " ".join(text.split("Exit status:", 1)[1].split())
-        documented = dict(re.findall(r"(\d) ([a-z][a-z ]+?)[:;,(]", text))
+        documented = dict(re.findall(r"\b(\d) ([a-z][^:;,(]+)", text))
         for meaning, code in codes.items():
             assert documented[str(code)].startswith(meaning), (code, documented)
