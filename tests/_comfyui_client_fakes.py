@@ -6,7 +6,11 @@ import json
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
+
+from salt_core.comfyui_client import runner
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 DEFAULT_OUTPUTS = {"5": {"images": [{"filename": "x_00001_.mp4", "subfolder": "out", "type": "output"}],
@@ -190,3 +194,22 @@ def trickle(conn, stop, data: bytes, every: float) -> None:
         if stop.wait(every):
             return
         conn.sendall(data[i:i + 1])
+
+
+class Run(NamedTuple):
+    status: int
+    saved: list
+    lines: list
+    seconds: float
+
+
+def run_client(server, workflow, out=".", timeout=20.0, **kw) -> Run:
+    """run_workflow against a fake (closed afterwards) -> exit status, saved paths, logged lines, seconds."""
+    lines = []
+    start = time.monotonic()
+    try:
+        status, saved = runner.run_workflow(server.url, json.dumps(workflow), str(out), timeout=timeout,
+                                            log=lines.append, **kw)
+    finally:
+        server.close()
+    return Run(status, saved, lines, time.monotonic() - start)

@@ -2,7 +2,7 @@
 import json
 
 import pytest
-from _comfyui_client_fakes import FakeComfy, ws_accept, ws_frame
+from _comfyui_client_fakes import FakeComfy, run_client, ws_frame
 
 from salt_core.comfyui_client import runner
 
@@ -74,13 +74,8 @@ def test_a_bad_answer_ends_with_one_clear_line(tmp_path, capsys, route, reply, w
 
 
 def test_a_redirected_download_names_where_it_pointed(tmp_path):
-    lines = []
     server = FakeComfy(routes={("GET", "/view"): answer(302, b"", "text/plain", [("Location", "http://elsewhere/x")])})
-    try:
-        status, saved = runner.run_workflow(server.url, json.dumps(API_PROMPT), str(tmp_path), timeout=20,
-                                            log=lines.append)
-    finally:
-        server.close()
+    status, saved, lines, _ = run_client(server, API_PROMPT, tmp_path)
     assert (status, saved) == (1, [])
     assert ("output x_00001_.mp4 of node 5 could not be downloaded: GET /view: the server answered with a redirect "
             "(302 to http://elsewhere/x); redirects are not followed") in "\n".join(lines)
@@ -95,24 +90,12 @@ def test_a_websocket_message_that_is_not_a_comfyui_event_fails_the_run(tmp_path,
         fake.queued.wait(5)
         h.wfile.write(ws_frame(message))
         fake.stop.wait(10)
-    server = FakeComfy(ws=behave)
-    lines = []
-    try:
-        status, _ = runner.run_workflow(server.url, json.dumps(API_PROMPT), str(tmp_path), timeout=20,
-                                        log=lines.append)
-    finally:
-        server.close()
+    status, _, lines, _ = run_client(FakeComfy(ws=behave), API_PROMPT, tmp_path)
     assert status == 1 and lines[-1] == expected, lines
 
 
 def test_a_refused_websocket_falls_back_to_polling_history(tmp_path):
-    server = FakeComfy(routes={("GET", "/ws"): answer(404, {"error": "no websocket here"})})
-    lines = []
-    try:
-        status, saved = runner.run_workflow(server.url, json.dumps(API_PROMPT), str(tmp_path), timeout=20,
-                                            log=lines.append)
-    finally:
-        server.close()
+    status, saved, lines, _ = run_client(FakeComfy(routes={("GET", "/ws"): answer(404, {"error": "no websocket here"})}), API_PROMPT, tmp_path)
     assert status == 0 and saved == [str(tmp_path / "out" / "x_00001_.mp4")], lines
     assert lines[0] == "no websocket (websocket handshake refused: HTTP/1.1 404 Not Found); polling /history instead"
 
@@ -124,13 +107,7 @@ def test_terminal_escapes_in_server_text_are_not_printed(tmp_path):
             "prompt_id": "p-1", "node_id": "3\x1b[2J", "node_type": "Sampler", "exception_type": "ValueError",
             "exception_message": "bad\x1b]0;owned\x07 value", "traceback": ["line\x1b[31m"]}}).encode()))
         fake.stop.wait(10)
-    server = FakeComfy(ws=behave)
-    lines = []
-    try:
-        status, _ = runner.run_workflow(server.url, json.dumps(API_PROMPT), str(tmp_path), timeout=20,
-                                        log=lines.append)
-    finally:
-        server.close()
+    status, _, lines, _ = run_client(FakeComfy(ws=behave), API_PROMPT, tmp_path)
     text = "\n".join(lines)
     assert status == 1 and "\x1b" not in text and "\x07" not in text
     assert "ValueError: bad\N{REPLACEMENT CHARACTER}]0;owned\N{REPLACEMENT CHARACTER} value" in text

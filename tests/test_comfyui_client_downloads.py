@@ -3,7 +3,7 @@ import json
 import os
 
 import pytest
-from _comfyui_client_fakes import FakeComfy, RawServer, read_request
+from _comfyui_client_fakes import FakeComfy, RawServer, read_request, run_client
 
 from salt_core.comfyui_client import runner
 
@@ -12,9 +12,7 @@ GOOD = {"filename": "good.mp4", "subfolder": "", "type": "output"}
 
 
 def run(server, out, **kw):
-    lines = []
-    status, saved = runner.run_workflow(server.url, json.dumps(PROMPT), str(out), timeout=20, log=lines.append, **kw)
-    return status, saved, lines
+    return run_client(server, PROMPT, out, **kw)[:3]
 
 
 def files_under(root):
@@ -120,11 +118,7 @@ def short_body(conn, stop):
 
 
 def test_a_download_cut_short_leaves_no_file_and_no_temporary(tmp_path):
-    server = RawServer(short_body)
-    try:
-        status, saved, lines = run(server, tmp_path / "out")
-    finally:
-        server.close()
+    status, saved, lines = run(RawServer(short_body), tmp_path / "out")
     assert (status, saved) == (1, []), lines
     assert files_under(tmp_path) == []  # neither good.mp4 nor a .part file
     assert "good.mp4" in "\n".join(lines)

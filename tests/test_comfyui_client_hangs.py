@@ -6,24 +6,14 @@ allowed past them is generous (2 s) because the test machine is shared.
 """
 import json
 import struct
-import time
 
 import pytest
-from _comfyui_client_fakes import FakeComfy, RawServer, read_request, trickle, ws_frame
-
-from salt_core.comfyui_client import runner
+from _comfyui_client_fakes import FakeComfy, RawServer, read_request, run_client, trickle, ws_frame
 
 API_PROMPT = {"5": {"class_type": "Save", "inputs": {"prefix": "x"}}}
 UI_WORKFLOW = {"nodes": [{"id": 5, "type": "Save", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["x"]}],
                "links": []}
 TIMEOUT, MARGIN = 1.5, 2.0
-
-
-def timed_run(url, workflow, timeout=TIMEOUT):
-    lines = []
-    start = time.monotonic()
-    status, _ = runner.run_workflow(url, json.dumps(workflow), ".", timeout=timeout, log=lines.append)
-    return status, time.monotonic() - start, lines
 
 
 TRICKLES = {
@@ -42,11 +32,7 @@ def test_a_trickling_http_server_does_not_hold_the_client_past_the_timeout(where
             trickle(conn, stop, body, 0.2)
         else:
             trickle(conn, stop, TRICKLES[where], 0.2)
-    server = RawServer(behave)
-    try:
-        status, took, lines = timed_run(server.url, UI_WORKFLOW)  # GET /object_info comes first
-    finally:
-        server.close()
+    status, _, lines, took = run_client(RawServer(behave), UI_WORKFLOW, timeout=TIMEOUT)  # GET /object_info first
     assert status == 3, lines
     assert took < TIMEOUT + MARGIN
     assert lines == ["the run was not finished within the timeout (1.5 s)"]
@@ -66,10 +52,7 @@ def test_a_trickling_websocket_does_not_hold_the_client_past_the_timeout():
                 return
             h.wfile.write(b"x")
     server = serve_ws(behave)
-    try:
-        status, took, lines = timed_run(server.url, API_PROMPT)
-    finally:
-        server.close()
+    status, _, lines, took = run_client(server, API_PROMPT, timeout=TIMEOUT)
     assert status == 3, lines
     assert took < TIMEOUT + MARGIN
     assert lines[-1] == "the run was not finished within the timeout (1.5 s)"
@@ -81,10 +64,7 @@ def test_a_websocket_frame_claiming_2_to_the_62_bytes_is_refused_at_once():
         h.wfile.write(bytes([0x82, 127]) + struct.pack("!Q", 1 << 62))
         fake.stop.wait(10)  # and then nothing: a client that tried to read it would wait for the timeout
     server = serve_ws(behave)
-    try:
-        status, _, lines = timed_run(server.url, API_PROMPT, timeout=10)
-    finally:
-        server.close()
+    status, _, lines, _ = run_client(server, API_PROMPT, timeout=10)
     assert status == 4, lines
     assert lines[-1] == (f"websocket: a frame header claims {1 << 62} bytes, more than the 64 MiB cap of "
                          "websocket messages; refused unread")
@@ -100,10 +80,7 @@ def test_a_fragmented_websocket_message_over_the_cap_is_refused(monkeypatch):
             h.wfile.write(ws_frame(b"x" * 400, opcode=0x1 if _ == 0 else 0x0, fin=False))
         fake.stop.wait(10)
     server = serve_ws(behave)
-    try:
-        status, _, lines = timed_run(server.url, API_PROMPT, timeout=10)
-    finally:
-        server.close()
+    status, _, lines, _ = run_client(server, API_PROMPT, timeout=10)
     assert status == 4 and "fragmented message longer than the 1000 bytes cap" in lines[-1], lines
 
 
@@ -114,10 +91,7 @@ def test_a_json_answer_announcing_a_terabyte_is_refused_before_reading():
         h.end_headers()
         fake.stop.wait(10)  # the body never comes
     fake = FakeComfy(routes={("GET", "/object_info"): object_info})
-    try:
-        status, _, lines = timed_run(fake.url, UI_WORKFLOW, timeout=10)
-    finally:
-        fake.close()
+    status, _, lines, _ = run_client(fake, UI_WORKFLOW, timeout=10)
     assert status == 4, lines
     assert lines == [f"GET /object_info: the answer announces {1 << 40} bytes, more than the 64 MiB cap of JSON "
                      "answers; nothing was read"]
@@ -134,9 +108,6 @@ def test_a_json_answer_without_a_length_is_read_only_up_to_the_cap(monkeypatch):
         h.wfile.write(json.dumps({"Save": {"input": {}}, "pad": "x" * 5000}).encode())
         h.close_connection = True
     fake = FakeComfy(routes={("GET", "/object_info"): object_info})
-    try:
-        status, _, lines = timed_run(fake.url, UI_WORKFLOW, timeout=10)
-    finally:
-        fake.close()
+    status, _, lines, _ = run_client(fake, UI_WORKFLOW, timeout=10)
     assert status == 4, lines
     assert lines == ["GET /object_info: the answer is larger than the 1000 bytes cap of JSON answers"]
