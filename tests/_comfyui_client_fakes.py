@@ -13,6 +13,10 @@ from typing import NamedTuple
 from salt_core.comfyui_client import runner
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+REFUSAL = {"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
+                     "details": ""},
+           "node_errors": {"3": {"class_type": "Sampler", "errors": [
+               {"message": "Value not in list", "details": "mode: 'z' not in ['x', 'y']"}]}}}
 DEFAULT_OUTPUTS = {"5": {"images": [{"filename": "x_00001_.mp4", "subfolder": "out", "type": "output"}],
                          "animated": [True]}}
 
@@ -97,10 +101,7 @@ class FakeComfy:
                     fake.queued.set()
                     return route(self)
                 if fake.outcome == "refused":
-                    return self.reply(400, {"error": {"type": "prompt_outputs_failed_validation",
-                                                      "message": "Prompt outputs failed validation", "details": ""},
-                                            "node_errors": {"3": {"class_type": "Sampler", "errors": [
-                                                {"message": "Value not in list", "details": "mode: 'z' not in ['x', 'y']"}]}}})
+                    return self.reply(400, REFUSAL)
                 self.reply(200, {"prompt_id": "p-1", "number": 0, "node_errors": {}})
                 fake.queued.set()
 

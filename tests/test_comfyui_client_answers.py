@@ -33,7 +33,8 @@ CASES = {
                                              "http://elsewhere.example/object_info); redirects are not followed, "
                                              "give --server the address ComfyUI itself listens on"),
     "prompt without prompt_id": (("POST", "/prompt"), answer(200, {"number": 1}), API_PROMPT, 1,
-                                 "POST /prompt: expected a 'prompt_id' string in the answer, got none (keys: number)"),
+                                 "POST /prompt: expected a 'prompt_id' string (1 to 256 characters) in the answer, "
+                                 "got none (keys: number)"),
     "prompt a list": (("POST", "/prompt"), answer(200, []), API_PROMPT, 1,
                       "POST /prompt: expected a JSON object with a 'prompt_id', got a list"),
     "prompt not JSON": (("POST", "/prompt"), answer(200, b"queued!", "text/plain"), API_PROMPT, 1,
@@ -95,7 +96,8 @@ def test_a_websocket_message_that_is_not_a_comfyui_event_fails_the_run(tmp_path,
 
 
 def test_a_refused_websocket_falls_back_to_polling_history(tmp_path):
-    status, saved, lines, _ = run_client(FakeComfy(routes={("GET", "/ws"): answer(404, {"error": "no websocket here"})}), API_PROMPT, tmp_path)
+    server = FakeComfy(routes={("GET", "/ws"): answer(404, {"error": "no websocket here"})})
+    status, saved, lines, _ = run_client(server, API_PROMPT, tmp_path)
     assert status == 0 and saved == [str(tmp_path / "out" / "x_00001_.mp4")], lines
     assert lines[0] == "no websocket (websocket handshake refused: HTTP/1.1 404 Not Found); polling /history instead"
 

@@ -50,8 +50,8 @@ def test_set_of_a_declared_input_the_prompt_leaves_out_is_accepted():
 def test_set_of_an_unknown_node_lists_ids_titles_and_types():
     with pytest.raises(WorkflowError) as e:
         apply_overrides(prompt(), ["Nope.x=1"])
-    assert str(e.value) == ("no node with id, title or type 'Nope'; the nodes are: 1 (Loader), 3 'My sampler' (Sampler), "
-                            "5 (Save), 7 (Text)")
+    assert str(e.value) == ("no node with id, title or type 'Nope'; the nodes are: 1 (Loader), "
+                            "3 'My sampler' (Sampler), 5 (Save), 7 (Text)")
     p = prompt()
     p["5"]["_meta"]["title"] = "First save"
     p["9"] = p["5"] | {"_meta": {"title": "Second save"}}
@@ -69,7 +69,8 @@ def test_a_bad_set_in_a_run_queues_nothing(tmp_path, capsys):
     finally:
         server.close()
     assert status == 2 and server.posted == []
-    assert capsys.readouterr().out.strip().endswith("has no input 'sed'; its inputs: model, seed, steps, mode, text, denoise")
+    last = capsys.readouterr().out.strip()
+    assert last.endswith("has no input 'sed'; its inputs: model, seed, steps, mode, text, denoise")
 
 
 def test_print_api_of_a_ui_file_without_a_server_points_to_the_api_copies(tmp_path, capsys, no_server):

@@ -12,7 +12,8 @@ DEFS = {
                     "output": ["AUDIO"], "display_name": "Record Audio"},
     "LoadAudio": {"input": {"required": {"audio": [["voice.mp3", "music.mp3"], {"audio_upload": True}]}},
                   "input_order": {"required": ["audio"]}, "output": ["AUDIO"]},
-    "SaveAudio": {"input": {"required": {"audio": ["AUDIO", {}], "filename_prefix": ["STRING", {"default": "audio/ComfyUI"}]}},
+    "SaveAudio": {"input": {"required": {"audio": ["AUDIO", {}],
+                                         "filename_prefix": ["STRING", {"default": "audio/ComfyUI"}]}},
                   "input_order": {"required": ["audio", "filename_prefix"]}, "output": [], "output_node": True},
     "Load3D": {"input": {"required": {"model_file": [["toy.glb"], {"file_upload": True}], "image": ["LOAD_3D", {}],
                                       "width": INT, "height": INT}},
@@ -20,7 +21,8 @@ DEFS = {
     "WebcamCapture": {"input": {"required": {"image": ["WEBCAM", {}], "width": ["INT", {"default": 0}],
                                              "height": ["INT", {"default": 0}],
                                              "capture_on_queue": ["BOOLEAN", {"default": True}]}},
-                      "input_order": {"required": ["image", "width", "height", "capture_on_queue"]}, "output": ["IMAGE"]},
+                      "input_order": {"required": ["image", "width", "height", "capture_on_queue"]},
+                      "output": ["IMAGE"]},
 }
 
 
@@ -45,7 +47,8 @@ def test_the_helper_values_of_upload_and_3d_widgets_are_skipped():
     # LoadAudio: the audio player and the upload button store a null each; a later widget keeps its value
     spec = {"input": {"required": {"audio": [["voice.mp3"], {"audio_upload": True}]},
                       "optional": {"gain": ["FLOAT", {"default": 1.0}]}}}
-    assert widget_values({"widgets_values": ["voice.mp3", None, None, 0.5]}, spec) == {"audio": "voice.mp3", "gain": 0.5}
+    assert widget_values({"widgets_values": ["voice.mp3", None, None, 0.5]}, spec) == \
+        {"audio": "voice.mp3", "gain": 0.5}
     # Load3D: three buttons sit between the model file and the rendered view
     values = ["toy.glb", "upload3dmodel", "uploadExtraResources", "clear", "", 1024, 768]
     assert widget_values({"widgets_values": values}, DEFS["Load3D"]) == \
@@ -68,8 +71,9 @@ def test_a_custom_widget_type_counts_when_the_saved_node_marks_it_as_a_widget():
     spec = {"input": {"required": {"color": ["MY_COLOR_PICKER", {}], "n": ["INT", {}], "mask": ["MASK", {}]}}}
     plain = {"widgets_values": ["#ff0000", 3]}
     assert widget_values(plain, spec) == {"n": "#ff0000"}  # without the mark the frontend would have no widget
-    marked = plain | {"inputs": [{"name": "color", "type": "MY_COLOR_PICKER", "widget": {"name": "color"}, "link": None},
-                                 {"name": "mask", "type": "MASK", "link": None}]}
+    marked = plain | {"inputs": [
+        {"name": "color", "type": "MY_COLOR_PICKER", "widget": {"name": "color"}, "link": None},
+        {"name": "mask", "type": "MASK", "link": None}]}
     assert widget_values(marked, spec) == {"color": "#ff0000", "n": 3}
 
 

@@ -23,10 +23,11 @@ def check_queued(answer) -> dict:
     if not isinstance(answer, dict):
         raise BadAnswer(f"POST /prompt: expected a JSON object with a 'prompt_id', got {_kind(answer)}")
     prompt_id = answer.get("prompt_id")
-    if not isinstance(prompt_id, str) or not prompt_id or len(prompt_id) > 256:
-        raise BadAnswer(f"POST /prompt: expected a 'prompt_id' string in the answer, got "
-                        f"{_kind(prompt_id) if prompt_id is not None else 'none'} (keys: "
-                        f"{shown(', '.join(map(str, answer)) or 'none', 120)})")
+    if not isinstance(prompt_id, str) or not 0 < len(prompt_id) <= 256:
+        got = "none" if prompt_id is None else f"a {len(prompt_id)}-character string" \
+            if isinstance(prompt_id, str) else _kind(prompt_id)
+        raise BadAnswer(f"POST /prompt: expected a 'prompt_id' string (1 to 256 characters) in the answer, got "
+                        f"{got} (keys: {shown(', '.join(map(str, answer)) or 'none', 120)})")
     return answer
 
 

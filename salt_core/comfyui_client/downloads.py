@@ -48,7 +48,7 @@ def _name_problem(part: str) -> str | None:
 
 def safe_target(out_dir: str, entry: dict) -> str:
     """The path an output entry may be written to inside out_dir; UnsafeAnswer says which field and why."""
-    where = f"output {shown(entry.get('filename'), 80)!s} (subfolder {shown(entry.get('subfolder'), 80)})"
+    where = f"output {shown(entry.get('filename'), 80)} (subfolder {shown(entry.get('subfolder'), 80)})"
     if entry.get("type") not in FOLDER_TYPES:
         raise UnsafeAnswer(f"{where}: type {shown(entry.get('type'), 40)} is not one of {', '.join(FOLDER_TYPES)}")
     filename = entry["filename"]
@@ -65,7 +65,11 @@ def safe_target(out_dir: str, entry: dict) -> str:
             raise UnsafeAnswer(f"{where}: the subfolder is refused: {problem}")
     root = os.path.realpath(out_dir)
     folder = os.path.realpath(os.path.join(root, *parts))
-    if os.path.commonpath([root, folder]) != root:
+    try:
+        inside = os.path.commonpath([root, folder]) == root
+    except ValueError:  # another drive (Windows)
+        inside = False
+    if not inside:
         raise UnsafeAnswer(f"{where}: the subfolder leads outside --out through a symlink")
     return os.path.join(folder, filename)
 
@@ -103,12 +107,12 @@ def _place(tmp: str, path: str) -> str:
 
 def write_download(path: str, download, max_bytes: int = MAX_DOWNLOAD_BYTES) -> str:
     """Stream a download (`.length`, `.pieces()`, `.what`) to path atomically -> the path written."""
+    if download.length is not None and download.length > max_bytes:
+        raise UnsafeAnswer(f"{download.what}: {download.length} bytes announced, more than the cap of "
+                           f"{size_text(max_bytes)} per file; nothing was written")
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     if download.length is not None:
-        if download.length > max_bytes:
-            raise UnsafeAnswer(f"{download.what}: {download.length} bytes announced, more than the cap of "
-                               f"{size_text(max_bytes)} per file; nothing was written")
         free = shutil.disk_usage(folder).free
         if download.length > free:
             raise OSError(f"{download.what}: {download.length} bytes announced, but only {free} bytes are "

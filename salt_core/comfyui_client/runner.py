@@ -182,10 +182,10 @@ def _offline_hint(workflow_path: str) -> str:
             f"API-format files work offline: {where}")
 
 
-def print_api(server: str, workflow_path: str, text: str, overrides) -> int:
+def print_api(server: str, workflow_path: str, text: str, overrides, timeout: float = 60.0) -> int:
     """--print-api: the prompt that would be sent, on stdout. An API file needs no server."""
     try:
-        client = ComfyClient(server, Deadline(60.0))
+        client = ComfyClient(server, Deadline(timeout))
         workflow = load_workflow(text)
         if is_ui_workflow(workflow):
             info = client.object_info()
@@ -211,7 +211,8 @@ def _definitions_if_reachable(client: ComfyClient) -> dict | None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m salt_core.comfyui_client", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=__doc__.split("\n\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("workflow", help="workflow JSON, UI format (Save) or API format (Export (API))")
     p.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
     p.add_argument("--out", default=".", help="folder for the downloaded outputs (default: current folder)")
@@ -234,7 +235,7 @@ def main(argv=None) -> int:
         print(f"cannot read {args.workflow}: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.print_api:
-        return print_api(args.server, args.workflow, text, args.overrides)
+        return print_api(args.server, args.workflow, text, args.overrides, args.timeout)
     status, _ = run_workflow(args.server, text, args.out, args.overrides, args.timeout,
                              log=lambda m: print(m, flush=True), max_file_bytes=int(args.max_file_mb * 2**20))
     return status
