@@ -135,8 +135,12 @@ class ComfyClient:
             if length and length.strip().isdigit() and int(length) > MAX_JSON_BYTES:
                 raise UnsafeAnswer(f"{what}: the answer announces {int(length)} bytes, more than the "
                                    f"{size_text(MAX_JSON_BYTES)} cap of JSON answers; nothing was read")
-            raw = response.read(MAX_JSON_BYTES + 1)
-            if len(raw) > MAX_JSON_BYTES:
+            pieces, size = [], 0
+            while size <= MAX_JSON_BYTES and (piece := response.read(PIECE_BYTES)):
+                pieces.append(piece)
+                size += len(piece)
+            raw = b"".join(pieces)
+            if size > MAX_JSON_BYTES:
                 raise UnsafeAnswer(f"{what}: the answer is larger than the {size_text(MAX_JSON_BYTES)} cap "
                                    "of JSON answers")
             kind = response.getheader("Content-Type") or "no content type"

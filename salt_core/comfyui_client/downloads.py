@@ -109,7 +109,7 @@ def write_download(path: str, download, max_bytes: int = MAX_DOWNLOAD_BYTES) -> 
     """Stream a download (`.length`, `.pieces()`, `.what`) to path atomically -> the path written."""
     if download.length is not None and download.length > max_bytes:
         raise UnsafeAnswer(f"{download.what}: {download.length} bytes announced, more than the cap of "
-                           f"{size_text(max_bytes)} per file; nothing was written")
+                           f"{size_text(max_bytes)} per file")
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     if download.length is not None:

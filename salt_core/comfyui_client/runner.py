@@ -45,13 +45,17 @@ def _usage_status(e: ClientError) -> int:
     return EXIT_UNSAFE if isinstance(e, UnsafeAnswer) else EXIT_USAGE
 
 
-def _prepared(client: ComfyClient, text: str, overrides) -> dict:
-    """The API prompt to send: converted with the server's /object_info if it is a UI workflow, --set applied."""
+def _prepared(client: ComfyClient, text: str, overrides, offline: bool = False) -> dict:
+    """The API prompt to send: converted with the server's /object_info if it is a UI workflow, --set applied.
+
+    An API file needs the server only for a --set of an input the file leaves out; `offline` lets that check
+    fall back to the file's own inputs when there is no server."""
     workflow = load_workflow(text)
     if is_ui_workflow(workflow):
         info = client.object_info()
         return apply_overrides(ui_to_api(workflow, info), overrides, info)
-    return apply_overrides(workflow, overrides, client.object_info)
+    return apply_overrides(workflow, overrides, (lambda: _definitions_if_reachable(client)) if offline
+                           else client.object_info)
 
 
 def _failure(state: str, data: dict, log: Callable[[str], None]) -> int:
@@ -185,13 +189,7 @@ def _offline_hint(workflow_path: str) -> str:
 def print_api(server: str, workflow_path: str, text: str, overrides, timeout: float = 60.0) -> int:
     """--print-api: the prompt that would be sent, on stdout. An API file needs no server."""
     try:
-        client = ComfyClient(server, Deadline(timeout))
-        workflow = load_workflow(text)
-        if is_ui_workflow(workflow):
-            info = client.object_info()
-            prompt = apply_overrides(ui_to_api(workflow, info), overrides, info)
-        else:
-            prompt = apply_overrides(workflow, overrides, lambda: _definitions_if_reachable(client))
+        prompt = _prepared(ComfyClient(server, Deadline(timeout)), text, overrides, offline=True)
     except ServerUnreachable as e:
         print(f"{e}\n{_offline_hint(workflow_path)}", file=sys.stderr)
         return EXIT_USAGE
