@@ -97,7 +97,7 @@ class Workflow:
 
     def add(self, kind: str, pos, widgets: dict | None = None, inputs: dict | None = None, title: str | None = None,
             size=None) -> int:
-        from salt_core.comfyui_client.workflow import _has_control, widget_inputs
+        from salt_core.comfyui_client.widgets import _has_control, widget_inputs
 
         spec = self.info[kind]
         nid = len(self.nodes) + 1

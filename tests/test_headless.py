@@ -1,15 +1,13 @@
 """Headless runs: the UI -> API converter and the client, against a tiny fake ComfyUI on 127.0.0.1."""
-import base64
-import hashlib
 import json
-import struct
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from _comfyui_client_fakes import FakeComfy
 
 from salt_core.comfyui_client import runner as headless
-from salt_core.comfyui_client.workflow import WorkflowError, apply_overrides, load_workflow, ui_to_api, widget_values
+from salt_core.comfyui_client.overrides import apply_overrides
+from salt_core.comfyui_client.widgets import widget_values
+from salt_core.comfyui_client.workflow import WorkflowError, load_workflow, ui_to_api
 
 OBJECT_INFO = {
     "Loader": {"input": {"required": {"name": [["a.safetensors", "b.safetensors"], {}]}},
@@ -136,111 +134,11 @@ def test_overrides_by_id_title_and_type():
         apply_overrides(prompt, ["seed=1"])
 
 
-# ---- a fake ComfyUI server -----------------------------------------------------------------------------
-
-def ws_frame(payload: bytes, opcode=0x1, fin=True) -> bytes:
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    head += bytes([n]) if n < 126 else bytes([126]) + struct.pack("!H", n) if n < 65536 else \
-        bytes([127]) + struct.pack("!Q", n)
-    return head + payload
-
-
-class FakeComfy:
-    """Answers /object_info, /prompt, /ws, /history and /view like ComfyUI does (scripted outcome)."""
-
-    def __init__(self, outcome="success"):
-        self.outcome = outcome
-        self.posted = []
-        self.history_calls = 0
-        self.ws_client_ids = []
-        self.queued = threading.Event()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def reply(self, code, body, ctype="application/json"):
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                if self.path == "/object_info":
-                    return self.reply(200, OBJECT_INFO)
-                if self.path.startswith("/ws?clientId="):
-                    return fake.websocket(self)
-                if self.path == "/history/p-1":
-                    fake.history_calls += 1
-                    if fake.outcome == "late history" and fake.history_calls < 3:
-                        return self.reply(200, {})  # filed a moment after the websocket says it is done
-                    return self.reply(200, {"p-1": {"outputs": {"5": {
-                        "images": [{"filename": "x_00001_.mp4", "subfolder": "out", "type": "output"}],
-                        "animated": [True]}}, "status": {"status_str": "success", "completed": True}}})
-                if self.path.startswith("/view?"):
-                    return self.reply(200, b"MP4 BYTES", "video/mp4")
-                self.reply(404, {"error": "not found"})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.posted.append(body)
-                if fake.outcome == "refused":
-                    return self.reply(400, {"error": {"type": "prompt_outputs_failed_validation",
-                                                      "message": "Prompt outputs failed validation", "details": ""},
-                                            "node_errors": {"3": {"class_type": "Sampler", "errors": [
-                                                {"message": "Value not in list", "details": "mode: 'z' not in ['x', 'y']"}]}}})
-                self.reply(200, {"prompt_id": "p-1", "number": 0, "node_errors": {}})
-                fake.queued.set()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def websocket(self, h):
-        key = h.headers["Sec-WebSocket-Key"]
-        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
-        h.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-        self.ws_client_ids.append(h.path.split("=", 1)[1])
-        send = lambda msg: h.wfile.write(ws_frame(json.dumps(msg).encode()))
-        send({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "x"}})
-        self.queued.wait(10)
-        send({"type": "execution_start", "data": {"prompt_id": "p-1"}})
-        send({"type": "executing", "data": {"node": "3", "prompt_id": "p-1"}})
-        h.wfile.write(ws_frame(b"\x00\x00\x00\x01JPEGDATA", opcode=0x2))  # a preview
-        h.wfile.write(ws_frame(b"ping", opcode=0x9))
-        text = json.dumps({"type": "progress", "data": {"value": 1, "max": 2, "node": "3", "prompt_id": "p-1"}})
-        h.wfile.write(ws_frame(text[:10].encode(), fin=False) + ws_frame(text[10:].encode(), opcode=0x0))
-        send({"type": "executing", "data": {"node": "3", "prompt_id": "other"}})
-        if self.outcome == "error":
-            send({"type": "execution_error", "data": {
-                "prompt_id": "p-1", "node_id": "3", "node_type": "Sampler", "exception_type": "ValueError",
-                "exception_message": "frames must be of the form 4k+1", "traceback": ["  File x\n"]}})
-        elif self.outcome == "interrupted":
-            send({"type": "execution_interrupted", "data": {"prompt_id": "p-1", "node_id": "3"}})
-        else:
-            send({"type": "executed", "data": {"node": "5", "prompt_id": "p-1", "output": {}}})
-            send({"type": "executing", "data": {"node": None, "prompt_id": "p-1"}})
-        try:
-            h.rfile.read(2)  # the client's pong / close
-        except OSError:
-            pass
-        h.close_connection = True
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
+# ---- against a fake ComfyUI server -----------------------------------------------------------------
 
 @pytest.fixture
 def fake_server(request):
-    server = FakeComfy(getattr(request, "param", "success"))
+    server = FakeComfy(getattr(request, "param", "success"), OBJECT_INFO)
     yield server
     server.close()
 
