@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from .layers import FP32LayerNorm, Linear, RMSNorm, TanhGELU, compute_dtype, gated_residual, norm_modulate
@@ -25,11 +26,11 @@ class _Projections(nn.Module):
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         """[B, L, dim] -> [B, heads, L, head_dim]"""
-        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        return rearrange(x, "b l (h d) -> b h l d", h=self.num_heads)
 
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         """[B, heads, L, head_dim] -> o([B, L, dim])"""
-        return self.o(x.transpose(1, 2).flatten(2))
+        return self.o(rearrange(x, "b h l d -> b l (h d)"))
 
 
 class SelfAttention(_Projections):

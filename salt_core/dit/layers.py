@@ -5,6 +5,7 @@ import math
 from typing import Optional
 
 import torch
+from einops import rearrange
 import torch.nn.functional as F
 from torch import nn
 
@@ -127,9 +128,8 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: 
     x: [B, L, D] with L = frames * tokens_per_frame (frame-major); shift/scale: [B, frames, D].
     Computed in float32 (as the reference), returned as float32.
     """
-    B, L, D = x.shape
-    xf = x.float().view(B, frames, L // frames, D)
-    return torch.addcmul(shift.unsqueeze(2), xf, (1.0 + scale).unsqueeze(2)).view(B, L, D)
+    xf = rearrange(x.float(), "b (f t) d -> b f t d", f=frames)
+    return rearrange(torch.addcmul(shift.unsqueeze(2), xf, (1.0 + scale).unsqueeze(2)), "b f t d -> b (f t) d")
 
 
 def norm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
@@ -147,9 +147,9 @@ def norm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps
 
 def gated_residual(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, frames: int) -> torch.Tensor:
     """x + y·g in one pass. x: [B, L, D] float32 residual stream; y: [B, L, D]; g: [B, frames, D] per-frame gate."""
-    B, L, D = y.shape
-    shape = (B, frames, L // frames, D)
-    return torch.addcmul(x.view(shape), y.float().view(shape), g.unsqueeze(2)).view(B, L, D)
+    per_frame = "b (f t) d -> b f t d"
+    out = torch.addcmul(rearrange(x, per_frame, f=frames), rearrange(y.float(), per_frame, f=frames), g.unsqueeze(2))
+    return rearrange(out, "b f t d -> b (f t) d")
 
 
 def init_like_wan(module: nn.Module) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
+from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -96,10 +97,9 @@ class WanDiT(nn.Module):
             )
         # A stride = kernel Conv3d is a linear map of non-overlapping patches; as a matmul it avoids
         # the slow CPU conv3d path. Patch feature order (c, pt, ph, pw) matches the conv weight.
-        B, C, T, H, W = x.shape
-        grid = (T // pt, H // ph, W // pw)
-        patches = x.to(self.dtype).view(B, C, grid[0], pt, grid[1], ph, grid[2], pw)
-        patches = patches.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(B, grid[0] * grid[1] * grid[2], C * pt * ph * pw)
+        grid = (x.shape[2] // pt, x.shape[3] // ph, x.shape[4] // pw)
+        patches = rearrange(x.to(self.dtype), "b c (f pt) (h ph) (w pw) -> b (f h w) (c pt ph pw)",
+                            pt=pt, ph=ph, pw=pw)  # [B, L, C·pt·ph·pw], tokens in (frame, row, column) order
         w = self.patch_embedding.weight
         y = torch.nn.functional.linear(patches, w.view(w.shape[0], -1), self.patch_embedding.bias)
         return y.float(), grid
@@ -109,8 +109,8 @@ class WanDiT(nn.Module):
         c = self.config
         pt, ph, pw = c.patch_size
         f, h, w = grid
-        y = y.view(y.shape[0], f, h, w, pt, ph, pw, c.out_dim)
-        return y.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(y.shape[0], c.out_dim, f * pt, h * ph, w * pw)
+        return rearrange(y, "b (f h w) (pt ph pw c) -> b c (f pt) (h ph) (w pw)", f=f, h=h, w=w, pt=pt, ph=ph, pw=pw,
+                         c=c.out_dim)
 
     # ---- bidirectional / masked single pass ---------------------------------------------------
     def forward(
