@@ -133,6 +133,21 @@ def test_released_sc_weights_each_form_by_the_start_level():
         assert stats["sc_weight"] == pytest.approx((1 - t_s / 1000) ** 2)
         assert avg.item() == pytest.approx((1 - t_s / 1000) ** 2 * (dt2 / total) ** 2 * c.square().mean().item(),
                                            rel=1e-5, abs=1e-12)
+        legacy, stats = shortcut_consistency_loss(x_s, v1, c, t_s, t_m, t_e, form="average_velocity", weight_power=1)
+        assert stats["sc_weight"] == pytest.approx(1 - t_s / 1000)
+        assert legacy.item() == pytest.approx(avg.item() / (1 - t_s / 1000), rel=1e-5)
+
+
+def test_released_sc_takes_a_given_midpoint_state():
+    """The streaming pipeline's "sde" mode re-noises x̂0 to t_m instead of the Euler step."""
+    x_s, v1, x_m = torch.randn(SHAPE), torch.randn(SHAPE), torch.randn(SHAPE)
+    seen = []
+    loss, _ = shortcut_consistency_loss(x_s, v1, lambda x, t: seen.append(x) or torch.zeros_like(x),
+                                        800.0, 600.0, 400.0, form="average_velocity", x_m=x_m)
+    assert torch.equal(seen[0], x_m)
+    shortcut_consistency_loss(x_s, v1, lambda x, t: seen.append(x) or torch.zeros_like(x),
+                                         800.0, 600.0, 400.0, form="average_velocity")
+    torch.testing.assert_close(seen[1], x_s - 0.2 * v1)
 
 
 def test_released_sc_mask_zeroes_elements_inside_the_full_mean():

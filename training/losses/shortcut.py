@@ -10,10 +10,10 @@ from t to t' is x − (t − t')/1000 · v). Two Euler paths from x_s to t_e:
               x_e² = x_m − (t_m − t_e)/1000 · v₂                      (a constant target)
 
 form "endpoint" (the released default, `scfm_use_latent_target`):
-    L = mean_b [ (1 − t_s/1000) · mean((x_e¹ − x_e²)²) ]
-form "average_velocity" (its streaming pipeline and the legacy switch): v₁ is regressed onto the
-average velocity of the composed path, ((t_s − t_m)·sg(v₁) + (t_m − t_e)·v₂) / (t_s − t_e), with
-weight (1 − t_s/1000)².
+    L = mean_b [ w · mean((x_e¹ − x_e²)²) ],  w = (1 − t_s/1000)
+form "average_velocity" (the legacy switch of the same pipeline, and the streaming pipeline): v₁ is
+regressed onto the average velocity of the composed path, ((t_s − t_m)·sg(v₁) + (t_m − t_e)·v₂) / (t_s − t_e).
+The weight is (1 − t_s/1000)^p: p = 1 in the standard pipeline (both forms), p = 2 in the streaming one.
 
 `shortcut_times` picks (t_m, t_e) from the drawn step list the way the release does.
 """
@@ -48,6 +48,8 @@ def shortcut_consistency_loss(
     t_e: float,
     *,
     form: str = "endpoint",
+    weight_power: Optional[int] = None,
+    x_m: Optional[torch.Tensor] = None,
     mask: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, dict]:
     """The released SC loss from the exit-step state x_s [B, ...] and its flow v1 [B, ...] (with graph).
@@ -57,6 +59,10 @@ def shortcut_consistency_loss(
     t_s > t_m >= t_e: model timesteps (0..1000). t_m = t_e (the release's fallback when no grid point lies
       between) makes both paths one step and the loss 0.
     form: "endpoint" or "average_velocity" (see the module docstring).
+    weight_power: p of the weight (1 − t_s/1000)^p; None = 1 for "endpoint", 2 for "average_velocity"
+      (the streaming pipeline); the standard pipeline's legacy average-velocity mode uses p = 1.
+    x_m: the composed midpoint state (no grad); default the Euler step above. The streaming pipeline in
+      its "sde" mode re-noises sg(x̂0) to t_m with fresh noise instead.
     mask: optional tensor broadcastable to x_s (the release's gradient mask); masked elements count as
       zero inside the per-sample mean over all elements, as the release does.
     Gradient flows only through v1 on the direct side. Returns (loss, stats {"sc_loss", "sc_gap",
@@ -71,7 +77,7 @@ def shortcut_consistency_loss(
     dt1, dt2, total = (t_s - t_m) / 1000.0, (t_m - t_e) / 1000.0, (t_s - t_e) / 1000.0
     x_s = x_s.detach()
     with torch.no_grad():
-        x_m = x_s - dt1 * v1.detach()
+        x_m = x_s - dt1 * v1.detach() if x_m is None else x_m.detach()
         v2 = v2(x_m, t_m) if callable(v2) else v2
         v2 = _wide(v2.detach())
     if v2.shape != x_s.shape:
@@ -79,11 +85,11 @@ def shortcut_consistency_loss(
     if form == "endpoint":
         pred = _wide(x_s) - total * _wide(v1)
         target = _wide(x_m) - dt2 * v2
-        weight = 1.0 - t_s / 1000.0
     else:
         pred = _wide(v1)
         target = (dt1 * _wide(v1.detach()) + dt2 * v2) / total
-        weight = (1.0 - t_s / 1000.0) ** 2
+    power = (1 if form == "endpoint" else 2) if weight_power is None else int(weight_power)
+    weight = (1.0 - t_s / 1000.0) ** power
     sq = (pred - target).square()
     if mask is not None:
         sq = sq * mask.to(sq.dtype)
