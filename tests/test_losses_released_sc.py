@@ -135,7 +135,8 @@ def test_released_sc_weights_each_form_by_the_start_level():
                                            rel=1e-5, abs=1e-12)
         legacy, stats = shortcut_consistency_loss(x_s, v1, c, t_s, t_m, t_e, form="average_velocity", weight_power=1)
         assert stats["sc_weight"] == pytest.approx(1 - t_s / 1000)
-        assert legacy.item() == pytest.approx(avg.item() / (1 - t_s / 1000), rel=1e-5)
+        assert legacy.item() == pytest.approx((1 - t_s / 1000) * (dt2 / total) ** 2 * c.square().mean().item(),
+                                              rel=1e-5, abs=1e-12)
 
 
 def test_released_sc_takes_a_given_midpoint_state():
