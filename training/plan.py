@@ -222,8 +222,9 @@ def plan_memory(cfg: TrainConfig, command: str, options: Options) -> MemoryPlan:
     if cfg.ema.enabled:
         static["EMA student (fp32 shadow)"] = sharded(s, FP32)
     if options.offload_teacher:
-        notes.append("teacher weights on the CPU (FSDP2 CPUOffloadPolicy; not yet wired into our trainer): "
-                     "each teacher forward streams them over PCIe")
+        notes.append("teacher weights on the CPU, two blocks at a time on the GPU (FSDP2 CPUOffloadPolicy; not yet "
+                     "wired into our trainer, which also skips FSDP in a single process): each teacher forward "
+                     "streams the teacher over PCIe")
     ckpt = {r: (options.checkpointing if options.checkpointing is not None else getattr(cfg, r).gradient_checkpointing)
             for r in ("student", "critic")}
     ckpt["teacher"] = options.checkpointing if options.checkpointing is not None else cfg.teacher.gradient_checkpointing
@@ -240,8 +241,11 @@ def plan_memory(cfg: TrainConfig, command: str, options: Options) -> MemoryPlan:
         return forward_bytes(net.config, shape, bf16=bf16, checkpointing=False, prompt_tokens=prompt, layers=1) \
             if ckpt[net.role] else 0.0
 
-    def gather(net: Net) -> float:  # FSDP all-gathers the current and the prefetched block, fp32
-        return 2 * FP32 * net.block_params / net.config.num_layers * (1 - 1 / shard) if shard > 1 else 0.0
+    def gather(net: Net) -> float:  # FSDP all-gathers (or an offloaded teacher uploads) the current and next block
+        two_blocks = 2 * FP32 * net.block_params / net.config.num_layers
+        if net.role == "teacher" and options.offload_teacher:
+            return two_blocks
+        return two_blocks * (1 - 1 / shard) if shard > 1 else 0.0
 
     def copies(net: Net) -> float:  # autocast's bf16 cast of every weight of a trainable network
         return 2.0 * net.params if bf16 else 0.0
@@ -326,6 +330,16 @@ def advice(cfg: TrainConfig, command: str, plan: MemoryPlan) -> list[str]:
         except ConfigError:
             continue
         out.append(f"{label}: peak {p.peak / GB:.1f} GB ({'fits' if p.fits else 'still too much'})")
+    kv = sum(v for k, v in plan.phases[0].items.items() if "KV cache" in k)
+    if kv:
+        out.append(f"code change, not an option yet: KV caches in bf16 instead of the model's fp32 (as Self Forcing "
+                   f"keeps them) would save {kv / 2 / GB:.1f} GB in the student phase")
+    trd = plan.phases[0].activations.get("TRD: frozen teacher forward with input gradient", 0.0)
+    if trd:
+        layers = plan.nets["teacher"].config.num_layers
+        cut = trd * (1 - (cfg.trd.block + 1) / layers)
+        out.append(f"code change, not an option yet: stopping the TRD teacher forward after block {cfg.trd.block} "
+                   f"would save {cut / GB:.1f} GB")
     for gpus in (2, 4, 8, 16, 32, 64):
         if gpus <= o.gpus or cfg.data.batch_size % gpus:
             continue
@@ -371,5 +385,5 @@ def format_plan(cfg: TrainConfig, plan: MemoryPlan) -> str:
     lines.append(f"peak {plan.peak / GB:.2f} GB of {USABLE:.0%} x {o.gpu_memory / GB:.1f} GB usable -> {verdict}")
     lines += [f"note: {n}" for n in plan.notes]
     if not plan.fits:
-        lines += [f"to fit: {a}" for a in advice(cfg, plan.command, plan)] or ["to fit: no single change suffices"]
+        lines += [f"to fit: {a}" for a in advice(cfg, plan.command, plan)]
     return "\n".join(lines)
