@@ -9,8 +9,10 @@ differently; at lr 1e-4 for 3 steps we allow max |Δθ| <= 1e-5 (observed ~3e-6)
 from __future__ import annotations
 
 import copy
-import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -22,6 +24,7 @@ from training.config import AdamWConfig
 from training.config_load import ConfigError, config_from_dict
 from training.data.loader import BatchLoader
 from training.distributed import DistContext
+from training.metrics import read_metrics
 from training.task import NetSpec, Task
 from training.trainer import Trainer, check_accumulation, micro_batches
 
@@ -72,8 +75,7 @@ def train(model, out: str, accumulation: int):
 
     opt.step = recording_step
     trainer.fit()
-    with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if '"student/loss"' in line]
+    rows = [r for r in read_metrics(os.path.join(out, "metrics.jsonl")) if "student/loss" in r]
     return trainer, rows, grads
 
 
@@ -138,3 +140,26 @@ def test_teacher_training_with_accumulation_matches_the_whole_batch(tmp_path):
         a, b = states[1][part], states[2][part]
         assert max((a[k] - b[k]).abs().max().item() for k in a) <= ATOL
     assert states[1]["updates"] == states[2]["updates"] == STEPS
+
+
+def test_two_fsdp_ranks_with_accumulation_match_one_process_with_the_whole_batch(tmp_path):
+    """FSDP reduce-scatters each micro-batch's gradients; they must add up to the batch-4 update."""
+    data = latents(str(tmp_path / "latents"), count=8)
+    common = sets(data__path=data, data__batch_size=4, teacher__preset="tiny", optim__teacher__lr=1e-3,
+                  ema__start_step=1, flow__cond_dropout=0.25, run__export_on_finish="false")
+    one = str(tmp_path / "one")
+    assert run("teacher", None, *common, *quiet(one, STEPS)) == 0
+    two = str(tmp_path / "two")
+    exe = shutil.which("torchrun")
+    launcher = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+    cmd = [*launcher, "--standalone", "--nproc_per_node", "2", "-m", "training", "teacher", *common,
+           *sets(optim__accumulation=2, distributed__strategy="fsdp"), *quiet(two, STEPS)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    a = load_checkpoint(checkpoint_path(one, STEPS))["nets"]["teacher"]
+    b = load_checkpoint(checkpoint_path(two, STEPS))["nets"]["teacher"]
+    for part in ("model", "ema"):
+        assert max((a[part][k] - b[part][k]).abs().max().item() for k in a[part]) <= ATOL
+    norms = [[r["teacher/grad_norm"] for r in read_metrics(os.path.join(d, "metrics.jsonl")) if "teacher/grad_norm" in r]
+             for d in (one, two)]
+    assert len(norms[0]) == STEPS and norms[1] == pytest.approx(norms[0], rel=1e-5)  # a missing 1/N would show
