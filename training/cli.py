@@ -87,7 +87,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(config_doc())
             return 0
         if args.command == "plan":
-            from .plan import Options, format_plan, parse_memory, plan_memory
+            from .plan import Options, parse_memory, plan_memory
+            from .plan_report import format_plan
 
             cfg = load_config(args.config, args.set)
             command = args.for_command or ("salt-ar" if cfg.student.causal else "sc-dmd")

@@ -181,209 +181,153 @@ def kv_cache_bytes(c: DiTConfig, cfg: TrainConfig, batch: int, latent: tuple[int
     return cache.memory_bytes() + FP32 * 2 * c.num_layers * batch * c.text_len * c.dim
 
 
-def _kept(policy, frames_before: int) -> int:
-    return frames_before if policy.kind == "full" else min(frames_before, policy.capacity)
-
-
 # ---- the estimate --------------------------------------------------------------------------------
 
+def _check(cfg: TrainConfig, command: str, nets: dict[str, Net]) -> None:
+    """Limits known before planning: shapes, depths and batch splits."""
+    if len(cfg.data.latent_shape) != 3:
+        raise ConfigError("data.latent_shape must be [T, H, W] (latent frames, height, width) to plan a run")
+    if cfg.trd.weight > 0:
+        try:
+            check_feature_block(cfg.trd.block, nets["teacher"].config.num_layers)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    depth = nets["student"].config.num_layers
+    bad = [i for i in cfg.ar.fa_layers if not 0 <= i < depth]
+    if command == "salt-ar" and cfg.ar.fa_weight > 0 and bad:
+        raise ConfigError(f"ar.fa_layers {bad} outside the student's blocks 0..{depth - 1}")
+    frames = cfg.data.latent_shape[0] // nets["student"].config.patch_size[0]
+    if command == "salt-ar" and frames % cfg.ar.chunk_frames:
+        raise ConfigError(f"data.latent_shape has {frames} latent frames, not a multiple of "
+                          f"ar.chunk_frames={cfg.ar.chunk_frames}")
+
+
+class _Estimate:
+    """The per-GPU byte counts of one run; each method is one kind of item."""
+
+    def __init__(self, cfg: TrainConfig, options: Options, nets: dict[str, Net], micro_batch: int):
+        self.cfg, self.o, self.nets, self.b = cfg, options, nets, micro_batch
+        self.shard = options.gpus if cfg.distributed.strategy == "fsdp" and options.gpus > 1 else 1
+        self.bf16 = options.device == "cuda" and cfg.run.precision in ("auto", "bf16")
+        self.ckpt = {r: getattr(cfg, r).gradient_checkpointing if options.checkpointing is None
+                     else options.checkpointing for r in ("student", "critic", "teacher")}
+        frames, self.tpf, _ = _tokens(nets["student"].config, tuple(cfg.data.latent_shape))
+        self.frames = frames
+        self.clip = Shape(frames * self.tpf, frames * self.tpf, micro_batch, fused=micro_batch == 1)
+        self.prompt = nets["student"].config.text_len
+
+    def sharded(self, net: Net, bytes_per_param: int) -> float:
+        return bytes_per_param * (net.block_params / self.shard + (net.params - net.block_params))
+
+    def graph(self, net: Net, shape: Shape) -> float:
+        return forward_bytes(net.config, shape, bf16=self.bf16, checkpointing=self.ckpt[net.role],
+                             prompt_tokens=self.prompt)
+
+    def backward(self, net: Net, shape: Shape) -> float:
+        """One block rebuilt under checkpointing, plus a block's backward workspace."""
+        rebuilt = forward_bytes(net.config, shape, bf16=self.bf16, checkpointing=False, prompt_tokens=self.prompt,
+                                layers=1) if self.ckpt[net.role] else 0.0
+        return rebuilt + working_bytes(net.config, shape, self.bf16)
+
+    def gather(self, net: Net) -> float:
+        """FSDP all-gathers (an offloaded teacher uploads) the current and the next block, fp32."""
+        two_blocks = 2 * FP32 * net.block_params / net.config.num_layers
+        if net.role == "teacher" and self.o.offload_teacher:
+            return two_blocks
+        return two_blocks * (1 - 1 / self.shard) if self.shard > 1 else 0.0
+
+    def copies(self, net: Net) -> float:
+        """autocast's bf16 cast of every weight of a trainable network, cached for the whole forward."""
+        return 2.0 * net.params if self.bf16 else 0.0
+
+    def static(self) -> dict[str, float]:
+        t, s, k = self.nets["teacher"], self.nets["student"], self.nets["critic"]
+        out = {"weights teacher (fp32, frozen)": 0.0 if self.o.offload_teacher else self.sharded(t, FP32),
+               "weights student (fp32 = master)": self.sharded(s, FP32),
+               "weights critic (fp32 = master)": self.sharded(k, FP32),
+               "AdamW student (2 fp32 states)": self.sharded(s, 2 * FP32),
+               "AdamW critic (2 fp32 states)": self.sharded(k, 2 * FP32)}
+        if self.cfg.ema.enabled:
+            out["EMA student (fp32 shadow)"] = self.sharded(s, FP32)
+        return out
+
+    def chunk_shapes(self) -> list[Shape]:
+        """The causal rollout's chunk forwards: chunk tokens against the kept past frames + the chunk."""
+        chunk, policy = self.cfg.ar.chunk_frames, self.cfg.ar.cache
+        kept = [c * chunk if policy.kind == "full" else min(c * chunk, policy.capacity)
+                for c in range(self.frames // chunk)]
+        return [Shape(chunk * self.tpf, (p + chunk) * self.tpf, self.b, fused=self.b == 1) for p in kept]
+
+    def student_phase(self, command: str) -> Phase:
+        cfg, t, s, k = self.cfg, self.nets["teacher"], self.nets["student"], self.nets["critic"]
+        p = Phase("student", gradients=2 * self.sharded(s, FP32))  # gradients + the AdamW step's temporaries
+        current = self.clip
+        if command == "salt-ar":
+            shapes = self.chunk_shapes()
+            current = shapes[-1]
+            p.activations["student chunk exit forwards"] = sum(self.graph(s, sh) for sh in shapes)
+            p.items["KV cache of the rollout"] = kv_cache_bytes(s.config, cfg, self.b, tuple(cfg.data.latent_shape))
+            if cfg.ar.fa_weight > 0 and len(shapes) >= 2:
+                p.activations["feature alignment (current chunk, C_low)"] = self.graph(s, current)
+                p.items["KV caches C_low + C_high"] = 2 * p.items["KV cache of the rollout"]
+        else:
+            p.activations["student exit forward"] = self.graph(s, self.clip)
+        if command != "dmd" and cfg.sc.weight > 0 and cfg.sc.form == "semigroup":
+            p.activations["SC direct path (second student forward)"] = self.graph(s, current)
+        p.items["autocast bf16 copies of the student"] = self.copies(s)
+        p.transient["no-grad forward (rollout, DMD teacher / critic)"] = max(
+            working_bytes(t.config, self.clip, self.bf16), working_bytes(k.config, self.clip, self.bf16),
+            working_bytes(s.config, current, self.bf16))
+        p.transient["block recompute + backward"] = self.backward(s, current)
+        p.transient["FSDP gather (2 blocks)"] = max(self.gather(t), self.gather(s))
+        if cfg.trd.weight > 0:
+            p.activations["TRD: frozen teacher forward with input gradient"] = self.graph(t, self.clip)
+            if self.bf16 and not self.ckpt["teacher"]:
+                p.items["TRD: bf16 weight copies the teacher's linears save"] = 2.0 * t.block_params
+            p.transient["block recompute + backward"] = max(p.transient["block recompute + backward"],
+                                                            self.backward(t, self.clip))
+            if command == "salt-ar":
+                p.items["TRD: reference rollout KV cache"] = p.items["KV cache of the rollout"]
+        return p
+
+    def critic_phase(self, command: str) -> Phase:
+        s, k = self.nets["student"], self.nets["critic"]
+        p = Phase("critic", gradients=2 * self.sharded(k, FP32))
+        p.activations["critic forward"] = self.graph(k, self.clip)
+        p.items["autocast bf16 copies of the critic"] = self.copies(k)
+        current = self.clip
+        if command == "salt-ar":
+            current = self.chunk_shapes()[-1]
+            p.items["KV cache of the no-grad rollout"] = kv_cache_bytes(s.config, self.cfg, self.b,
+                                                                        tuple(self.cfg.data.latent_shape))
+        p.transient["no-grad forward (rollout)"] = working_bytes(s.config, current, self.bf16)
+        p.transient["block recompute + backward"] = self.backward(k, self.clip)
+        p.transient["FSDP gather (2 blocks)"] = max(self.gather(k), self.gather(s))
+        return p
+
+
 def plan_memory(cfg: TrainConfig, command: str, options: Options) -> MemoryPlan:
+    """The memory plan of `command` under `cfg` on options.gpus GPUs (ConfigError for what cannot be planned)."""
     if command not in COMMANDS:
         raise ConfigError(f"plan covers the distillation commands {list(COMMANDS)}, got {command!r}")
     if options.gpus < 1:
         raise ConfigError(f"--gpus must be >= 1, got {options.gpus}")
     if options.device not in ("cuda", "cpu"):
         raise ConfigError(f"--device must be 'cuda' or 'cpu', got {options.device!r}")
-    if len(cfg.data.latent_shape) != 3:
-        raise ConfigError("data.latent_shape must be [T, H, W] (latent frames, height, width) to plan a run")
     accumulation = options.accumulation or cfg.optim.accumulation
     check_accumulation(cfg.data.batch_size, accumulation, options.gpus)
     nets = build_nets(cfg)
-    if cfg.trd.weight > 0:
-        try:
-            check_feature_block(cfg.trd.block, nets["teacher"].config.num_layers)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    bad = [i for i in cfg.ar.fa_layers if not 0 <= i < nets["student"].config.num_layers]
-    if command == "salt-ar" and cfg.ar.fa_weight > 0 and bad:
-        raise ConfigError(f"ar.fa_layers {bad} outside the student's blocks 0..{nets['student'].config.num_layers - 1}")
-    b = cfg.data.batch_size // options.gpus // accumulation
-    shard = options.gpus if cfg.distributed.strategy == "fsdp" and options.gpus > 1 else 1
-    bf16 = options.device == "cuda" and cfg.run.precision in ("auto", "bf16")
-    notes: list[str] = []
-
-    def sharded(net: Net, bytes_per_param: int) -> float:
-        return bytes_per_param * (net.block_params / shard + (net.params - net.block_params))
-
-    t, s, k = nets["teacher"], nets["student"], nets["critic"]
-    static = {"weights teacher (fp32, frozen)": 0.0 if options.offload_teacher else sharded(t, FP32),
-              "weights student (fp32 = master)": sharded(s, FP32), "weights critic (fp32 = master)": sharded(k, FP32),
-              "AdamW student (2 fp32 states)": sharded(s, 2 * FP32), "AdamW critic (2 fp32 states)": sharded(k, 2 * FP32)}
-    if cfg.ema.enabled:
-        static["EMA student (fp32 shadow)"] = sharded(s, FP32)
+    _check(cfg, command, nets)
+    est = _Estimate(cfg, options, nets, cfg.data.batch_size // options.gpus // accumulation)
+    notes = []
     if options.offload_teacher:
         notes.append("teacher weights on the CPU, two blocks at a time on the GPU (FSDP2 CPUOffloadPolicy; not yet "
                      "wired into our trainer, which also skips FSDP in a single process): each teacher forward "
                      "streams the teacher over PCIe")
-    ckpt = {r: (options.checkpointing if options.checkpointing is not None else getattr(cfg, r).gradient_checkpointing)
-            for r in ("student", "critic")}
-    ckpt["teacher"] = options.checkpointing if options.checkpointing is not None else cfg.teacher.gradient_checkpointing
-
-    frames, tpf, _ = _tokens(s.config, tuple(cfg.data.latent_shape))
-    clip = Shape(frames * tpf, frames * tpf, b, fused=b == 1)
-    prompt = s.config.text_len
-
-    def graph(net: Net, shape: Shape, layers: int = 0) -> float:
-        return forward_bytes(net.config, shape, bf16=bf16, checkpointing=ckpt[net.role], prompt_tokens=prompt,
-                             layers=layers)
-
-    def recompute(net: Net, shape: Shape) -> float:  # one block rebuilt in backward under checkpointing
-        return forward_bytes(net.config, shape, bf16=bf16, checkpointing=False, prompt_tokens=prompt, layers=1) \
-            if ckpt[net.role] else 0.0
-
-    def gather(net: Net) -> float:  # FSDP all-gathers (or an offloaded teacher uploads) the current and next block
-        two_blocks = 2 * FP32 * net.block_params / net.config.num_layers
-        if net.role == "teacher" and options.offload_teacher:
-            return two_blocks
-        return two_blocks * (1 - 1 / shard) if shard > 1 else 0.0
-
-    def copies(net: Net) -> float:  # autocast's bf16 cast of every weight of a trainable network
-        return 2.0 * net.params if bf16 else 0.0
-
-    causal = command == "salt-ar"
-    phases = []
-    # ---- student phase
-    sp = Phase("student")
-    sp.gradients = sharded(s, FP32) + sharded(s, FP32)  # the gradients + the AdamW step's temporaries
-    if causal:
-        chunk = cfg.ar.chunk_frames
-        if frames % chunk:
-            raise ConfigError(f"data.latent_shape has {frames} latent frames, not a multiple of ar.chunk_frames={chunk}")
-        n = frames // chunk
-        shapes = [Shape(chunk * tpf, (_kept(cfg.ar.cache, c * chunk) + chunk) * tpf, b, fused=b == 1) for c in range(n)]
-        sp.activations["student chunk exit forwards"] = sum(graph(s, sh) for sh in shapes)
-        sp.items["KV cache of the rollout"] = kv_cache_bytes(s.config, cfg, b, tuple(cfg.data.latent_shape))
-        current = shapes[-1]
-        if cfg.ar.fa_weight > 0 and n >= 2:
-            sp.activations["feature alignment (current chunk, C_low)"] = graph(s, current)
-            sp.items["KV caches C_low + C_high"] = 2 * sp.items["KV cache of the rollout"]
-    else:
-        current = clip
-        sp.activations["student exit forward"] = graph(s, clip)
-    sc_on = command != "dmd" and cfg.sc.weight > 0
-    if sc_on and cfg.sc.form == "semigroup":
-        sp.activations["SC direct path (second student forward)"] = graph(s, current)
-    sp.items["autocast bf16 copies of the student"] = copies(s)
-    sp.transient["no-grad forward (rollout, DMD teacher / critic)"] = max(
-        working_bytes(t.config, clip, bf16), working_bytes(k.config, clip, bf16), working_bytes(s.config, current, bf16))
-    sp.transient["block recompute + backward"] = recompute(s, current) + working_bytes(s.config, current, bf16)
-    sp.transient["FSDP gather (2 blocks)"] = max(gather(t), gather(s))
     if cfg.trd.weight > 0:
-        sp.activations["TRD: frozen teacher forward with input gradient"] = graph(t, clip)
-        if bf16 and not ckpt["teacher"]:
-            sp.items["TRD: bf16 weight copies the teacher's linears save"] = 2.0 * t.block_params
-        sp.transient["block recompute + backward"] = max(sp.transient["block recompute + backward"],
-                                                         recompute(t, clip) + working_bytes(t.config, clip, bf16))
-        if causal:
-            sp.items["TRD: reference rollout KV cache"] = sp.items["KV cache of the rollout"]
         notes.append("TRD (trd.weight > 0) is planned as the released code runs it; our commands do not run it yet")
-    phases.append(sp)
-    # ---- critic phase
-    cp = Phase("critic")
-    cp.gradients = sharded(k, FP32) + sharded(k, FP32)
-    cp.activations["critic forward"] = graph(k, clip)
-    cp.items["autocast bf16 copies of the critic"] = copies(k)
-    if causal:
-        cp.items["KV cache of the no-grad rollout"] = sp.items["KV cache of the rollout"]
-    cp.transient["no-grad forward (rollout)"] = working_bytes(s.config, current, bf16)
-    cp.transient["block recompute + backward"] = recompute(k, clip) + working_bytes(k.config, clip, bf16)
-    cp.transient["FSDP gather (2 blocks)"] = max(gather(k), gather(s))
-    phases.append(cp)
-    if shard == 1 and options.gpus > 1:
+    if est.shard == 1 and options.gpus > 1:
         notes.append(f"distributed.strategy is {cfg.distributed.strategy!r}: every GPU holds full copies")
-    return MemoryPlan(command, dataclasses.replace(options, accumulation=accumulation), nets, b, shard, bf16,
-                      static, phases, notes)
-
-
-# ---- advice and report ---------------------------------------------------------------------------
-
-def advice(cfg: TrainConfig, command: str, plan: MemoryPlan) -> list[str]:
-    """Changes that make a plan fit (each alone), cheapest first."""
-    o = plan.options
-    tries = []
-    if not (o.checkpointing or (o.checkpointing is None and cfg.student.gradient_checkpointing
-                                and cfg.critic.gradient_checkpointing)):
-        tries.append(("gradient checkpointing on (student.gradient_checkpointing and critic.gradient_checkpointing: "
-                      "true)", dataclasses.replace(o, checkpointing=True), cfg))
-    if plan.micro_batch > 1:
-        acc = cfg.data.batch_size // o.gpus
-        tries.append((f"optim.accumulation: {acc} (micro-batch 1)", dataclasses.replace(o, accumulation=acc), cfg))
-    if not o.offload_teacher:
-        tries.append(("the frozen teacher offloaded to the CPU", dataclasses.replace(o, offload_teacher=True), cfg))
-    if cfg.distributed.strategy != "fsdp" and o.gpus > 1:
-        fsdp = dataclasses.replace(cfg, distributed=dataclasses.replace(cfg.distributed, strategy="fsdp"))
-        tries.append(("distributed.strategy: fsdp", o, fsdp))
-    out = []
-    for label, opts, c in tries:
-        try:
-            p = plan_memory(c, command, opts)
-        except ConfigError:
-            continue
-        out.append(f"{label}: peak {p.peak / GB:.1f} GB ({'fits' if p.fits else 'still too much'})")
-    kv = sum(v for k, v in plan.phases[0].items.items() if "KV cache" in k)
-    if kv:
-        out.append(f"code change, not an option yet: KV caches in bf16 instead of the model's fp32 (as Self Forcing "
-                   f"keeps them) would save {kv / 2 / GB:.1f} GB in the student phase")
-    trd = plan.phases[0].activations.get("TRD: frozen teacher forward with input gradient", 0.0)
-    if trd:
-        layers = plan.nets["teacher"].config.num_layers
-        cut = trd * (1 - (cfg.trd.block + 1) / layers)
-        out.append(f"code change, not an option yet: stopping the TRD teacher forward after block {cfg.trd.block} "
-                   f"would save {cut / GB:.1f} GB")
-    for gpus in (2, 4, 8, 16, 32, 64):
-        if gpus <= o.gpus or cfg.data.batch_size % gpus:
-            continue
-        c = dataclasses.replace(cfg, distributed=dataclasses.replace(cfg.distributed, strategy="fsdp"))
-        try:
-            p = plan_memory(c, command, dataclasses.replace(o, gpus=gpus, accumulation=1))
-        except ConfigError:
-            continue
-        if p.fits:
-            out.append(f"{gpus} GPUs with FSDP: peak {p.peak / GB:.1f} GB per GPU (fits)")
-            break
-    return out
-
-
-def _count(n: int) -> str:
-    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
-
-
-def _row(label: str, value: float) -> str:
-    return f"  {label:<58} {value / GB:9.2f} GB"
-
-
-def format_plan(cfg: TrainConfig, plan: MemoryPlan) -> str:
-    o = plan.options
-    precision = "bf16 autocast, fp32 weights" if plan.bf16 else "fp32"
-    lines = [f"plan: {plan.command} on {o.gpus} GPU(s) x {o.gpu_memory / GB:.1f} GB, "
-             f"{'FSDP over ' + str(plan.shard) if plan.shard > 1 else 'no sharding'}, {precision}, "
-             f"micro-batch {plan.micro_batch} per GPU (data.batch_size {cfg.data.batch_size} / {o.gpus} GPU(s) / "
-             f"accumulation {o.accumulation})",
-             "networks: " + "; ".join(f"{n.role} {_count(n.params)} params ({n.config.num_layers} blocks, "
-                                      f"dim {n.config.dim}; {n.source})" for n in plan.nets.values())]
-    static = sum(plan.static.values())
-    lines.append(f"static per GPU: {static / GB:.2f} GB")
-    lines += [_row(k, v) for k, v in plan.static.items()]
-    for p in plan.phases:
-        lines.append(f"phase {p.name}: peak {p.peak(static) / GB:.2f} GB")
-        lines += [_row(k, v) for k, v in p.items.items() if v]
-        lines += [_row("activations: " + k, v) for k, v in p.activations.items()]
-        lines.append(_row("gradients + AdamW step temporaries", p.gradients))
-        worst = max(p.transient.items(), key=lambda kv: kv[1], default=("none", 0.0))
-        lines.append(_row("largest transient: " + worst[0], worst[1]))
-    verdict = "fits" if plan.fits else "does NOT fit"
-    lines.append(f"peak {plan.peak / GB:.2f} GB of {USABLE:.0%} x {o.gpu_memory / GB:.1f} GB usable -> {verdict}")
-    lines += [f"note: {n}" for n in plan.notes]
-    if not plan.fits:
-        lines += [f"to fit: {a}" for a in advice(cfg, plan.command, plan)]
-    return "\n".join(lines)
+    phases = [est.student_phase(command), est.critic_phase(command)]
+    return MemoryPlan(command, dataclasses.replace(options, accumulation=accumulation), nets, est.b, est.shard,
+                      est.bf16, est.static(), phases, notes)
