@@ -137,7 +137,8 @@ class GridConfig:
         (8, 4, 2), "Step counts K sampled for SC-DMD and mixed-step caches; grids are uniform(K) warped by shift.")
     step_probs: tuple[float, ...] = opt(
         (), "Probability of each entry of grid.step_counts (Salt's release: [0.4, 0.4, 0.2] for 8/4/2, one draw "
-            "and one exit index per iteration); empty = uniform. Read by losses.draw_step_list.")
+            "and one exit index per iteration); empty = uniform. For losses.draw_step_list; the training commands "
+            "do not read it yet.")
     transition: Literal["renoise", "ode"] = opt("renoise", "How the student moves between grid levels (DESIGN §5).")
     integer_timesteps: bool = opt(False, "Truncate model timesteps to integers (official Wan convention).")
 
@@ -177,13 +178,15 @@ class SCConfig:
     form: Literal["semigroup", "endpoint", "average_velocity"] = opt(
         "semigroup", "'semigroup': our form (stop_grad / normalise / transition above); 'endpoint': Salt's released "
         "form, Euler endpoints x_s − Δt·v₁ vs sg(x_m − Δt₂·v₂), weight 1 − t_s/1000; 'average_velocity': its "
-        "streaming form, v₁ vs sg(average velocity), weight (1 − t_s/1000)² (losses.shortcut).")
+        "streaming form, v₁ vs sg(average velocity), weight (1 − t_s/1000)² (losses.shortcut). The training "
+        "commands run 'semigroup' whatever this says (not wired yet); `plan` reads it.")
     time_rule: Literal["segments", "half"] = opt(
         "segments", "Released forms: how (t_m, t_e) are drawn from the step list: 'segments' (t_e one of the two "
         "largest segment boundaries below the next step, t_m a list point between) or 'half' (streaming rule).")
     num_segments: int = opt(4, "Released 'segments' rule: segments of the step list (release: 4).")
     step_counts: tuple[int, ...] = opt(
-        (), "Apply SC only when the drawn K is one of these (release: [8]); empty = every K.")
+        (), "Released forms: SC only when the drawn K is one of these (release: [8]); empty = every K. Not read "
+            "by the training commands yet.")
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,9 @@ class ARConfig:
 
 @dataclass(frozen=True)
 class TRDConfig:
-    weight: float = opt(0.0, "λ of Salt's released token-relation (Gram) alignment, TRD (release: 0.1; 0 = off).")
+    weight: float = opt(0.0, "λ of Salt's released token-relation (Gram) alignment, TRD (release: 0.1; 0 = off). "
+                             "losses.gram_alignment_term; `plan` reads the trd section, the training commands "
+                             "do not run TRD yet.")
     block: int = opt(20, "Teacher block whose output tokens are compared (0-based; release: 20 of the 14B's 40).")
     margin: float = opt(0.1, "ReLU(|ΔG| − margin): Gram differences below it cost nothing.")
     t_low: int = opt(0, "Feature pass level: integers drawn from [t_low, t_high) on the un-shifted 0..1000 scale, "

@@ -325,7 +325,8 @@ def plan_memory(cfg: TrainConfig, command: str, options: Options) -> MemoryPlan:
                      "wired into our trainer, which also skips FSDP in a single process): each teacher forward "
                      "streams the teacher over PCIe")
     if cfg.trd.weight > 0:
-        notes.append("TRD (trd.weight > 0) is planned as the released code runs it; our commands do not run it yet")
+        notes.append("TRD (trd.weight > 0) is planned as the released code runs it; our commands do not run it yet, "
+                     "and load_teacher does not apply teacher.gradient_checkpointing yet")
     if est.shard == 1 and options.gpus > 1:
         notes.append(f"distributed.strategy is {cfg.distributed.strategy!r}: every GPU holds full copies")
     phases = [est.student_phase(command), est.critic_phase(command)]
