@@ -1,7 +1,8 @@
 """Command line: `python -m training <command> --config <yaml> [--set key=value ...]`.
 
 Commands: teacher, ode-pairs, ode-init, dmd, sc-dmd, salt-ar, export, build-latents, vae, text-encoder;
-plus `show-config <command>` (resolved YAML and resume hash) and `config-doc` (every option, as Markdown).
+plus `show-config <command>` (resolved YAML and resume hash), `config-doc` (every option, as Markdown) and
+`plan` (per-GPU memory of a distillation run, from the config alone).
 Configuration problems print one `error:` line and exit with status 2 before any compute.
 """
 from __future__ import annotations
@@ -49,6 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--config", "-c")
     s.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE")
     sub.add_parser("config-doc", help="print every config option as a Markdown table")
+    m = sub.add_parser("plan", help="per-GPU memory of a distillation run (weights, optimiser, EMA, activations, "
+                                    "KV caches) and whether it fits", description="Builds the networks on the meta "
+                                    "device (checkpoint headers or presets; no weights read).")
+    m.add_argument("--config", "-c")
+    m.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE")
+    m.add_argument("--gpus", type=int, default=1, help="GPUs (FSDP shards over them when distributed.strategy "
+                                                       "is fsdp)")
+    m.add_argument("--gpu-memory", default="80GB", help="memory of one GPU, e.g. 80GB, 141GB, 24GiB")
+    m.add_argument("--command", dest="for_command", choices=("dmd", "sc-dmd", "salt-ar"),
+                   help="the command to plan (default: salt-ar for a causal student, else sc-dmd)")
+    m.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cuda: bf16 autocast per run.precision; cpu: fp32 (what a CPU run keeps)")
+    m.add_argument("--offload-teacher", action="store_true", help="keep the frozen teacher's weights on the CPU")
     return p
 
 
@@ -71,6 +85,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "config-doc":
             print(config_doc())
+            return 0
+        if args.command == "plan":
+            from .plan import Options, parse_memory, plan_memory
+            from .plan_report import format_plan
+
+            cfg = load_config(args.config, args.set)
+            command = args.for_command or ("salt-ar" if cfg.student.causal else "sc-dmd")
+            opts = Options(gpus=args.gpus, gpu_memory=parse_memory(args.gpu_memory), device=args.device,
+                           offload_teacher=args.offload_teacher)
+            print(format_plan(cfg, plan_memory(cfg, command, opts)))
             return 0
         if args.command == "show-config":
             cfg = load_config(args.config, args.set)

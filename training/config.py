@@ -88,6 +88,11 @@ class OptimConfig:
         AdamWConfig(lr=1e-3, betas=(0.9, 0.999), grad_clip=1.0), "Optimiser of the `vae` command.")
     text: AdamWConfig = opt(
         AdamWConfig(lr=1e-3, betas=(0.9, 0.999), grad_clip=1.0), "Optimiser of the `text-encoder` command.")
+    accumulation: int = opt(
+        1, "Gradient accumulation: split each rank's batch (data.batch_size / ranks) into this many equal "
+           "micro-batches, one forward + backward each (activations of one micro-batch at a time), the loss "
+           "averaged over them, then one optimiser step. Equals one step on the whole batch when the loss is "
+           "a per-sample mean and random draws are per sample. Must divide data.batch_size / ranks.")
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,10 @@ class GridConfig:
         (1000.0, 750.0, 500.0, 250.0), "The student's few-step grid, un-shifted 0..1000 (exported as its default).")
     step_counts: tuple[int, ...] = opt(
         (8, 4, 2), "Step counts K sampled for SC-DMD and mixed-step caches; grids are uniform(K) warped by shift.")
+    step_probs: tuple[float, ...] = opt(
+        (), "Probability of each entry of grid.step_counts (Salt's release: [0.4, 0.4, 0.2] for 8/4/2, one draw "
+            "and one exit index per iteration); empty = uniform. For losses.draw_step_list; the training commands "
+            "do not read it yet.")
     transition: Literal["renoise", "ode"] = opt("renoise", "How the student moves between grid levels: renoise (fresh noise on x0) or ode.")
     integer_timesteps: bool = opt(False, "Truncate model timesteps to integers (official Wan convention).")
 
@@ -171,6 +180,18 @@ class SCConfig:
     transition: Literal["student", "renoise", "ode"] = opt(
         "student", "Transition inside Psi: 'student' = grid.transition.")
     eps: float = opt(1e-6, "Epsilon of the displacement normalisation.")
+    form: Literal["semigroup", "endpoint", "average_velocity"] = opt(
+        "semigroup", "'semigroup': our form (stop_grad / normalise / transition above); 'endpoint': Salt's released "
+        "form, Euler endpoints x_s − Δt·v₁ vs sg(x_m − Δt₂·v₂), weight 1 − t_s/1000; 'average_velocity': its "
+        "streaming form, v₁ vs sg(average velocity), weight (1 − t_s/1000)² (losses.shortcut). The training "
+        "commands run 'semigroup' whatever this says (not wired yet); `plan` reads it.")
+    time_rule: Literal["segments", "half"] = opt(
+        "segments", "Released forms: how (t_m, t_e) are drawn from the step list: 'segments' (t_e one of the two "
+        "largest segment boundaries below the next step, t_m a list point between) or 'half' (streaming rule).")
+    num_segments: int = opt(4, "Released 'segments' rule: segments of the step list (release: 4).")
+    step_counts: tuple[int, ...] = opt(
+        (), "Released forms: SC only when the drawn K is one of these (release: [8]); empty = every K. Not read "
+            "by the training commands yet.")
 
 
 @dataclass(frozen=True)
@@ -185,6 +206,26 @@ class ARConfig:
     fa_x0: bool = opt(True, "Also align the predicted x0 of the current chunk.")
     fa_low_steps: int = opt(2, "K of the rollout that builds the low-quality cache C_low.")
     fa_high_steps: int = opt(8, "K of the rollout that builds the high-quality reference cache C_high.")
+
+
+@dataclass(frozen=True)
+class TRDConfig:
+    weight: float = opt(0.0, "λ of Salt's released token-relation (Gram) alignment, TRD (release: 0.1; 0 = off). "
+                             "losses.gram_alignment_term; `plan` reads the trd section, the training commands "
+                             "do not run TRD yet.")
+    block: int = opt(20, "Teacher block whose output tokens are compared (0-based; release: 20 of the 14B's 40).")
+    margin: float = opt(0.1, "ReLU(|ΔG| − margin): Gram differences below it cost nothing.")
+    t_low: int = opt(0, "Feature pass level: integers drawn from [t_low, t_high) on the un-shifted 0..1000 scale, "
+                        "then warped by grid.shift and clamped to dmd.t_min..t_max.")
+    t_high: int = opt(200, "Upper end (exclusive) of the feature-pass level draw.")
+    start_step: int = opt(0, "First trainer step with TRD (release: 1000 SF, 700 CF, 1200 LL).")
+    reference_pairs: tuple[tuple[int, int], ...] = opt(
+        ((2, 4),), "(student K, reference K): draws of K get a no-grad reference rollout with more steps, its own "
+                   "cache, same initial noise (release: [[2, 4]], and never for exit index 0).")
+    noise_mode: Literal["independent", "noise_aligned_a", "noise_aligned_b"] = opt(
+        "independent", "Reference moves: 'independent' (fresh noise), 'noise_aligned_a' (the student's draw of the "
+        "segment), 'noise_aligned_b' (the student's draw at its levels, ODE steps between); losses.reference_path.")
+    first_frames: int = opt(0, "Compare only the first N latent frames (0 = all; release: all).")
 
 
 @dataclass(frozen=True)
@@ -287,6 +328,7 @@ class TrainConfig:
     dmd: DMDConfig = opt(DMDConfig(), "Distribution matching (dmd, sc-dmd, salt-ar).")
     sc: SCConfig = opt(SCConfig(), "Self-consistency loss (sc-dmd, salt-ar).")
     ar: ARConfig = opt(ARConfig(), "Chunked causal training (salt-ar, causal teacher / ode-init).")
+    trd: TRDConfig = opt(TRDConfig(), "Salt's released TRD alignment through the frozen teacher.")
     ode: ODEConfig = opt(ODEConfig(), "Teacher ODE pairs (ode-pairs).")
     export: ExportConfig = opt(ExportConfig(), "The `export` command.")
     build: BuildConfig = opt(BuildConfig(), "The `build-latents` command.")
@@ -294,3 +336,15 @@ class TrainConfig:
     textenc: TextTrainConfig = opt(TextTrainConfig(), "The `text-encoder` command: the tiny text encoder on "
                                    "world prompts.")
     distributed: DistributedConfig = opt(DistributedConfig(), "Multi-process training under torchrun.")
+
+    def __post_init__(self) -> None:
+        counts, probs = self.grid.step_counts, self.grid.step_probs
+        if probs and (len(probs) != len(counts) or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6):
+            raise ValueError(f"grid.step_probs {list(probs)} must give one non-negative probability per entry of "
+                             f"grid.step_counts {list(counts)}, summing to 1")
+        a, b = self.optim.accumulation, self.data.batch_size
+        if a < 1:
+            raise ValueError(f"optim.accumulation must be >= 1, got {a}")
+        if b % a:
+            raise ValueError(f"optim.accumulation={a} does not divide data.batch_size={b}: micro-batches must "
+                             "have equal sizes; make data.batch_size a multiple of optim.accumulation")

@@ -1,9 +1,10 @@
 """The training loop shared by every training command.
 
 Per step: reseed from (seed, step, rank); take this rank's part of the global batch; for each phase the
-task names (e.g. student every 5th step, critic every step): zero grads, loss under autocast, backward,
-average gradients over ranks, clip, NaN/inf guard (skip + log), AdamW step, EMA. Then metrics, probe,
-checkpoint. Everything a step draws depends only on (seed, step, rank), and checkpoints hold all state,
+task names (e.g. student every 5th step, critic every step): zero grads; for each of `optim.accumulation`
+micro-batches, loss under autocast and backward of loss / N (gradients add up to those of the mean loss);
+then average gradients over ranks once, clip, NaN/inf guard (skip + log), AdamW step, EMA. Then metrics,
+probe, checkpoint. Everything a step draws depends only on (seed, step, rank), and checkpoints hold all state,
 so N steps + save + resume + N steps equals 2N steps bit for bit on CPU.
 """
 from __future__ import annotations
@@ -32,6 +33,28 @@ from .seeding import seed_step
 from .task import Task
 
 EXPORT_FILE = "model.safetensors"
+
+
+def check_accumulation(batch_size: int, accumulation: int, world_size: int) -> None:
+    """Each rank's batch must split into `accumulation` equal micro-batches; checked before any compute."""
+    if accumulation < 1 or batch_size % (world_size * accumulation):
+        raise ConfigError(f"data.batch_size={batch_size} over {world_size} rank(s) is {batch_size / world_size:g} "
+                          f"samples per rank, which optim.accumulation={accumulation} does not split evenly: "
+                          f"make data.batch_size a multiple of ranks x optim.accumulation = "
+                          f"{world_size * max(accumulation, 1)}")
+
+
+def micro_batches(batch: dict, count: int) -> list[dict]:
+    """Split a batch {name: tensor [b, ...] or per-sample list} into `count` equal parts along the samples
+    (the batch itself when count is 1)."""
+    if count == 1:
+        return [batch]
+    sizes = {len(v) for v in batch.values() if isinstance(v, (torch.Tensor, list))}
+    if len(sizes) != 1 or next(iter(sizes)) % count:
+        raise ValueError(f"cannot split a batch with per-sample sizes {sorted(sizes)} into {count} equal parts")
+    n = next(iter(sizes)) // count
+    return [{k: v[i * n:(i + 1) * n] if isinstance(v, (torch.Tensor, list)) else v for k, v in batch.items()}
+            for i in range(count)]
 
 
 @dataclass
@@ -76,6 +99,8 @@ class Trainer:
                  ctx: DistContext, resume: Optional[tuple[str, dict]] = None):
         self.cfg, self.command, self.config_hash = cfg, command, config_hash
         self.task, self.loader, self.ctx = task, loader, ctx
+        self.accumulation = cfg.optim.accumulation
+        check_accumulation(loader.global_batch, self.accumulation, ctx.world_size)
         self.autocast = autocast_for(ctx.device, cfg.run.precision)
         self.nets: dict[str, Network] = {}
         for name, spec in task.networks().items():
@@ -156,13 +181,18 @@ class Trainer:
         net = self.nets[phase]
         for n in self.nets.values():
             n.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            loss, stats = self.task.loss(phase, batch, step)
-        if loss.requires_grad:
-            loss.backward()
+        parts = micro_batches(batch, self.accumulation)
+        value, stats = 0.0, {}
+        for part in parts:  # gradients add up (FSDP reduce-scatters each part; the rank average runs once below)
+            with self.autocast():
+                loss, part_stats = self.task.loss(phase, part, step)
+            if loss.requires_grad:
+                (loss / len(parts)).backward()
+            value += float(loss.detach()) / len(parts)
+            for k, v in part_stats.items():
+                stats[k] = stats.get(k, 0.0) + float(v) / len(parts)
         self.ctx.sync_grads(net.module.parameters())
         norm = clip_gradients(net.module, net.cfg.grad_clip)
-        value = float(loss.detach())
         lr = lr_at(net.cfg, net.updates)
         if self.ctx.all_true(is_finite(value) and is_finite(norm)):
             set_lr(net.optimizer, lr)
@@ -176,7 +206,7 @@ class Trainer:
         for n in self.nets.values():
             n.optimizer.zero_grad(set_to_none=True)
         out = {f"{phase}/loss": value, f"{phase}/grad_norm": norm, f"{phase}/lr": lr}
-        out.update({f"{phase}/{k}": float(v) for k, v in stats.items()})
+        out.update({f"{phase}/{k}": v for k, v in stats.items()})
         return out
 
     def _skip(self, phase: str, step: int, loss: float, norm: float) -> None:

@@ -18,7 +18,7 @@ from ..data.shards import DatasetError
 from ..data.text import build_text_encoder
 from ..distributed import DistContext, setup, teardown
 from ..seeding import generator, seed_step
-from ..trainer import Trainer, find_resume
+from ..trainer import Trainer, check_accumulation, find_resume
 
 
 @dataclass
@@ -96,6 +96,7 @@ def run_training(cfg: TrainConfig, command: str, build_task: Callable[[TrainConf
     apply_threads(cfg)
     ctx = setup(cfg.run.device, cfg.distributed.strategy, cfg.distributed.backend)
     try:
+        check_accumulation(cfg.data.batch_size, cfg.optim.accumulation, ctx.world_size)
         h = config_hash(cfg, command)
         resume = find_resume(cfg, command, h)
         seed_step(cfg.run.seed, -1, 0)  # fresh weights depend on the seed only (same on every rank)

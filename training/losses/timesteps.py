@@ -26,8 +26,11 @@ def sample_timesteps(
     t_max: float = 980.0,
     generator: Optional[torch.Generator] = None,
     num_train_timesteps: int = 1000,
+    low: int = 0,
+    high: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw t uniformly from the integer grid {0, …, N−1}, warp it by `shift`, clamp to [t_min, t_max].
+    """Draw t uniformly from the integer grid {low, …, high−1} (default {0, …, N−1}), warp it by `shift`,
+    clamp to [t_min, t_max].
 
     shape: int or tuple (e.g. [B] or [B, chunks]); shift: flow shift s (σ' = sσ/(1+(s−1)σ));
     t_min/t_max: clamp on the shifted model timestep (Self Forcing: 20 and 980);
@@ -38,8 +41,11 @@ def sample_timesteps(
         raise ValueError(f"need 0 <= t_min <= t_max <= 1000, got t_min={t_min}, t_max={t_max}")
     if shift <= 0:
         raise ValueError(f"shift must be > 0, got {shift}")
+    high = num_train_timesteps if high is None else high
+    if not 0 <= low < high <= num_train_timesteps:
+        raise ValueError(f"need 0 <= low < high <= {num_train_timesteps}, got low={low}, high={high}")
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    raw = torch.randint(0, num_train_timesteps, shape, generator=generator).to(torch.float64) / num_train_timesteps
+    raw = torch.randint(low, high, shape, generator=generator).to(torch.float64) / num_train_timesteps
     sigma = shift * raw / (1.0 + (shift - 1.0) * raw)
     t = (1000.0 * sigma).clamp(t_min, t_max)
     return t.float(), (t / 1000.0).float()

@@ -1,0 +1,334 @@
+"""`python -m training plan`: the per-GPU memory of a distillation run (dmd, sc-dmd, salt-ar), before
+anything is loaded.
+
+Teacher, critic and student are built on the meta device from the config (checkpoint headers when the
+files exist, presets otherwise: no weights are read), so parameter counts are exact; KV caches are sized
+by salt_core's own KVCache on the meta device; activations come from `plan_activations`. What our trainer
+keeps, per GPU (FSDP shards the transformer blocks over the GPUs, embeddings and head stay replicated):
+
+* weights fp32 for every network (the trained ones are their own fp32 master copy: there is no second,
+  low-precision copy to keep; the frozen teacher is fp32 too), optionally the teacher offloaded to the CPU;
+* AdamW: 2 fp32 states per trained weight (exp_avg, exp_avg_sq); EMA: one fp32 shadow of the student;
+* per update phase: the gradients of the network being trained, the activations autograd saves for its
+  graph-carrying forwards, the KV caches of causal rollouts, bf16 weight copies made by autocast, and the
+  largest transient (a no-grad forward's working set, a block's backward, FSDP's gather of two blocks, the
+  AdamW step's temporaries).
+The peak of a phase is static + caches + weight copies + max(activations + transient, gradients + step
+temporaries): activations are freed block by block while backward allocates the gradients.
+A plan fits when the peak stays under 90% of the GPU (the rest: CUDA context and allocator slack).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from salt_core.config import DiTConfig, dit_preset
+from salt_core.dit import WanDiT
+
+from .config import ModelConfig, TrainConfig
+from .config_load import ConfigError
+from .losses.gram_alignment import check_feature_block
+from .models import check_compatible, resolve_config
+from .plan_activations import FP32, Shape, forward_bytes, working_bytes
+from .trainer import check_accumulation
+
+COMMANDS = ("dmd", "sc-dmd", "salt-ar")
+USABLE = 0.9  # of the GPU memory; the rest is the CUDA context and allocator slack
+LARGEST_GPU = 288e9  # bytes on the largest accelerators sold (B300, MI355X)
+GB = 1e9
+
+
+def parse_memory(text: str) -> float:
+    """'80GB' / '80 GiB' / '141G' / '24e9' -> bytes; a clear error for anything else or beyond any GPU."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*(GiB|GB|G|MiB|MB|TB|TiB)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ConfigError(f"--gpu-memory {text!r}: expected a size such as 80GB, 80GiB or 141G")
+    unit = (m.group(2) or "B").lower()
+    scale = {"b": 1, "gb": 1e9, "g": 1e9, "gib": 2 ** 30, "mb": 1e6, "mib": 2 ** 20, "tb": 1e12, "tib": 2 ** 40}[unit]
+    value = float(m.group(1)) * scale
+    if value > LARGEST_GPU:
+        raise ConfigError(f"--gpu-memory {text!r} is {value / GB:.0f} GB; no GPU has more than "
+                          f"{LARGEST_GPU / GB:.0f} GB: plan for more GPUs instead (--gpus)")
+    if value < 1e8:
+        raise ConfigError(f"--gpu-memory {text!r} is below 0.1 GB; give the memory of one GPU, e.g. 80GB")
+    return value
+
+
+@dataclass(frozen=True)
+class Options:
+    gpus: int = 1
+    gpu_memory: float = 80e9
+    device: str = "cuda"  # "cuda": bf16 autocast when run.precision allows; "cpu": fp32 everywhere
+    offload_teacher: bool = False
+    checkpointing: Optional[bool] = None  # None = student/critic gradient_checkpointing from the config
+    accumulation: Optional[int] = None  # None = optim.accumulation
+
+
+@dataclass
+class Net:
+    role: str
+    config: DiTConfig
+    params: int
+    block_params: int  # all blocks together
+    trained: bool
+    source: str
+
+
+@dataclass
+class Phase:
+    name: str
+    items: dict[str, float] = field(default_factory=dict)  # persistent during the phase
+    activations: dict[str, float] = field(default_factory=dict)
+    transient: dict[str, float] = field(default_factory=dict)  # the largest one counts
+    gradients: float = 0.0
+
+    def peak(self, static: float) -> float:
+        t = max(self.transient.values(), default=0.0)
+        return static + sum(self.items.values()) + max(sum(self.activations.values()) + t, self.gradients)
+
+
+@dataclass
+class MemoryPlan:
+    command: str
+    options: Options
+    nets: dict[str, Net]
+    micro_batch: int
+    shard: int
+    bf16: bool
+    static: dict[str, float]
+    phases: list[Phase]
+    notes: list[str]
+
+    @property
+    def peak(self) -> float:
+        return max(p.peak(sum(self.static.values())) for p in self.phases)
+
+    @property
+    def fits(self) -> bool:
+        return self.peak <= USABLE * self.options.gpu_memory
+
+
+# ---- networks ------------------------------------------------------------------------------------
+
+def _geometry(role: str, m: ModelConfig, teacher: Optional[DiTConfig]) -> tuple[DiTConfig, str]:
+    """A network's DiTConfig from its checkpoint header, or from its preset when the file is absent."""
+    if m.init and m.init != "teacher" and not os.path.exists(m.init):
+        if not m.preset:
+            raise ConfigError(f"{role}.init {m.init!r} does not exist: give {role}.preset (e.g. "
+                              f"'wan2.1-t2v-1.3b') to plan without the file")
+        try:
+            return dit_preset(m.preset), f"preset {m.preset} ({m.init} not present)"
+        except ValueError as e:
+            raise ConfigError(f"{role}.preset: {e}") from None
+    if role == "teacher" and not m.init and not m.preset:
+        raise ConfigError("teacher.init (or teacher.preset) must say which teacher the run distils")
+    source = "the teacher" if m.init == "teacher" else (m.init or f"preset {m.preset}")
+    return resolve_config(role, m, teacher), source
+
+
+@functools.lru_cache(maxsize=8)
+def meta_model(config: DiTConfig) -> WanDiT:
+    """A WanDiT on the meta device: shapes without storage (built once per geometry)."""
+    with torch.device("meta"):
+        return WanDiT(config)
+
+
+def count_params(config: DiTConfig) -> tuple[int, int]:
+    """(all parameters, parameters of all blocks) of a WanDiT built on the meta device."""
+    model = meta_model(config)
+    return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.blocks.parameters())
+
+
+def build_nets(cfg: TrainConfig) -> dict[str, Net]:
+    tconfig, tsource = _geometry("teacher", cfg.teacher, None)
+    nets = {"teacher": (tconfig, tsource, False)}
+    for role in ("student", "critic"):
+        c, source = _geometry(role, getattr(cfg, role), tconfig)
+        nets[role] = (c, source, True)
+    check_compatible({r: v[0] for r, v in nets.items()})
+    out = {}
+    for role, (c, source, trained) in nets.items():
+        total, blocks = count_params(c)
+        out[role] = Net(role, c, total, blocks, trained, source)
+    return out
+
+
+# ---- shapes of the run ---------------------------------------------------------------------------
+
+def _tokens(c: DiTConfig, latent: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(frames, tokens per frame, latent H x W) of a latent [T, H, W]."""
+    T, H, W = latent
+    pt, ph, pw = c.patch_size
+    if T % pt or H % ph or W % pw:
+        raise ConfigError(f"data.latent_shape {list(latent)} is not divisible by the patch size {list(c.patch_size)}")
+    return T // pt, (H // ph) * (W // pw), H * W
+
+
+def kv_cache_bytes(c: DiTConfig, cfg: TrainConfig, batch: int, latent: tuple[int, int, int]) -> float:
+    """A causal rollout's KV cache after every chunk is committed (salt_core.KVCache on meta), plus the
+    prompt's cross-attention K/V, in the model's dtype (fp32 in our trainer)."""
+    chunk = cfg.ar.chunk_frames
+    cache = meta_model(c).new_cache(cfg.ar.cache, batch=batch, latent_hw=latent[1:], chunk_frames=chunk)
+    for _ in range(0, latent[0], chunk):  # what plan() + finish() do to the buffers, without the RoPE tables
+        cache._ensure_slots(cache.valid_frames + chunk)
+        cache.committed += chunk
+    return cache.memory_bytes() + FP32 * 2 * c.num_layers * batch * c.text_len * c.dim
+
+
+# ---- the estimate --------------------------------------------------------------------------------
+
+def _check(cfg: TrainConfig, command: str, nets: dict[str, Net]) -> None:
+    """Limits known before planning: shapes, depths and batch splits."""
+    if len(cfg.data.latent_shape) != 3:
+        raise ConfigError("data.latent_shape must be [T, H, W] (latent frames, height, width) to plan a run")
+    if cfg.trd.weight > 0:
+        try:
+            check_feature_block(cfg.trd.block, nets["teacher"].config.num_layers)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    depth = nets["student"].config.num_layers
+    bad = [i for i in cfg.ar.fa_layers if not 0 <= i < depth]
+    if command == "salt-ar" and cfg.ar.fa_weight > 0 and bad:
+        raise ConfigError(f"ar.fa_layers {bad} outside the student's blocks 0..{depth - 1}")
+    frames = cfg.data.latent_shape[0] // nets["student"].config.patch_size[0]
+    if command == "salt-ar" and frames % cfg.ar.chunk_frames:
+        raise ConfigError(f"data.latent_shape has {frames} latent frames, not a multiple of "
+                          f"ar.chunk_frames={cfg.ar.chunk_frames}")
+
+
+class _Estimate:
+    """The per-GPU byte counts of one run; each method is one kind of item."""
+
+    def __init__(self, cfg: TrainConfig, options: Options, nets: dict[str, Net], micro_batch: int):
+        self.cfg, self.o, self.nets, self.b = cfg, options, nets, micro_batch
+        self.shard = options.gpus if cfg.distributed.strategy == "fsdp" and options.gpus > 1 else 1
+        self.bf16 = options.device == "cuda" and cfg.run.precision in ("auto", "bf16")
+        self.ckpt = {r: getattr(cfg, r).gradient_checkpointing if options.checkpointing is None
+                     else options.checkpointing for r in ("student", "critic", "teacher")}
+        frames, self.tpf, _ = _tokens(nets["student"].config, tuple(cfg.data.latent_shape))
+        self.frames = frames
+        self.clip = Shape(frames * self.tpf, frames * self.tpf, micro_batch, fused=micro_batch == 1)
+        self.prompt = nets["student"].config.text_len
+
+    def sharded(self, net: Net, bytes_per_param: int) -> float:
+        return bytes_per_param * (net.block_params / self.shard + (net.params - net.block_params))
+
+    def graph(self, net: Net, shape: Shape) -> float:
+        return forward_bytes(net.config, shape, bf16=self.bf16, checkpointing=self.ckpt[net.role],
+                             prompt_tokens=self.prompt)
+
+    def backward(self, net: Net, shape: Shape) -> float:
+        """One block rebuilt under checkpointing, plus a block's backward workspace."""
+        rebuilt = forward_bytes(net.config, shape, bf16=self.bf16, checkpointing=False, prompt_tokens=self.prompt,
+                                layers=1) if self.ckpt[net.role] else 0.0
+        return rebuilt + working_bytes(net.config, shape, self.bf16)
+
+    def gather(self, net: Net) -> float:
+        """FSDP all-gathers (an offloaded teacher uploads) the current and the next block, fp32."""
+        two_blocks = 2 * FP32 * net.block_params / net.config.num_layers
+        if net.role == "teacher" and self.o.offload_teacher:
+            return two_blocks
+        return two_blocks * (1 - 1 / self.shard) if self.shard > 1 else 0.0
+
+    def copies(self, net: Net) -> float:
+        """autocast's bf16 cast of every weight of a trainable network, cached for the whole forward."""
+        return 2.0 * net.params if self.bf16 else 0.0
+
+    def static(self) -> dict[str, float]:
+        t, s, k = self.nets["teacher"], self.nets["student"], self.nets["critic"]
+        out = {"weights teacher (fp32, frozen)": 0.0 if self.o.offload_teacher else self.sharded(t, FP32),
+               "weights student (fp32 = master)": self.sharded(s, FP32),
+               "weights critic (fp32 = master)": self.sharded(k, FP32),
+               "AdamW student (2 fp32 states)": self.sharded(s, 2 * FP32),
+               "AdamW critic (2 fp32 states)": self.sharded(k, 2 * FP32)}
+        if self.cfg.ema.enabled:
+            out["EMA student (fp32 shadow)"] = self.sharded(s, FP32)
+        return out
+
+    def chunk_shapes(self) -> list[Shape]:
+        """The causal rollout's chunk forwards: chunk tokens against the kept past frames + the chunk."""
+        chunk, policy = self.cfg.ar.chunk_frames, self.cfg.ar.cache
+        kept = [c * chunk if policy.kind == "full" else min(c * chunk, policy.capacity)
+                for c in range(self.frames // chunk)]
+        return [Shape(chunk * self.tpf, (p + chunk) * self.tpf, self.b, fused=self.b == 1) for p in kept]
+
+    def student_phase(self, command: str) -> Phase:
+        cfg, t, s, k = self.cfg, self.nets["teacher"], self.nets["student"], self.nets["critic"]
+        p = Phase("student", gradients=2 * self.sharded(s, FP32))  # gradients + the AdamW step's temporaries
+        current = self.clip
+        if command == "salt-ar":
+            shapes = self.chunk_shapes()
+            current = shapes[-1]
+            p.activations["student chunk exit forwards"] = sum(self.graph(s, sh) for sh in shapes)
+            p.items["KV cache of the rollout"] = kv_cache_bytes(s.config, cfg, self.b, tuple(cfg.data.latent_shape))
+            if cfg.ar.fa_weight > 0 and len(shapes) >= 2:
+                p.activations["feature alignment (current chunk, C_low)"] = self.graph(s, current)
+                p.items["KV caches C_low + C_high"] = 2 * p.items["KV cache of the rollout"]
+        else:
+            p.activations["student exit forward"] = self.graph(s, self.clip)
+        if command != "dmd" and cfg.sc.weight > 0 and cfg.sc.form == "semigroup":
+            p.activations["SC direct path (second student forward)"] = self.graph(s, current)
+        p.items["autocast bf16 copies of the student"] = self.copies(s)
+        p.transient["no-grad forward (rollout, DMD teacher / critic)"] = max(
+            working_bytes(t.config, self.clip, self.bf16), working_bytes(k.config, self.clip, self.bf16),
+            working_bytes(s.config, current, self.bf16))
+        p.transient["block recompute + backward"] = self.backward(s, current)
+        p.transient["FSDP gather (2 blocks)"] = max(self.gather(t), self.gather(s))
+        if cfg.trd.weight > 0:
+            p.activations["TRD: frozen teacher forward with input gradient"] = self.graph(t, self.clip)
+            if self.bf16 and not self.ckpt["teacher"]:
+                p.items["TRD: bf16 weight copies the teacher's linears save"] = 2.0 * t.block_params
+            p.transient["block recompute + backward"] = max(p.transient["block recompute + backward"],
+                                                            self.backward(t, self.clip))
+            if command == "salt-ar":
+                p.items["TRD: reference rollout KV cache"] = p.items["KV cache of the rollout"]
+        return p
+
+    def critic_phase(self, command: str) -> Phase:
+        s, k = self.nets["student"], self.nets["critic"]
+        p = Phase("critic", gradients=2 * self.sharded(k, FP32))
+        p.activations["critic forward"] = self.graph(k, self.clip)
+        p.items["autocast bf16 copies of the critic"] = self.copies(k)
+        current = self.clip
+        if command == "salt-ar":
+            current = self.chunk_shapes()[-1]
+            p.items["KV cache of the no-grad rollout"] = kv_cache_bytes(s.config, self.cfg, self.b,
+                                                                        tuple(self.cfg.data.latent_shape))
+        p.transient["no-grad forward (rollout)"] = working_bytes(s.config, current, self.bf16)
+        p.transient["block recompute + backward"] = self.backward(k, self.clip)
+        p.transient["FSDP gather (2 blocks)"] = max(self.gather(k), self.gather(s))
+        return p
+
+
+def plan_memory(cfg: TrainConfig, command: str, options: Options) -> MemoryPlan:
+    """The memory plan of `command` under `cfg` on options.gpus GPUs (ConfigError for what cannot be planned)."""
+    if command not in COMMANDS:
+        raise ConfigError(f"plan covers the distillation commands {list(COMMANDS)}, got {command!r}")
+    if options.gpus < 1:
+        raise ConfigError(f"--gpus must be >= 1, got {options.gpus}")
+    if options.device not in ("cuda", "cpu"):
+        raise ConfigError(f"--device must be 'cuda' or 'cpu', got {options.device!r}")
+    accumulation = options.accumulation or cfg.optim.accumulation
+    check_accumulation(cfg.data.batch_size, accumulation, options.gpus)
+    nets = build_nets(cfg)
+    _check(cfg, command, nets)
+    est = _Estimate(cfg, options, nets, cfg.data.batch_size // options.gpus // accumulation)
+    notes = []
+    if options.offload_teacher:
+        notes.append("teacher weights on the CPU, two blocks at a time on the GPU (FSDP2 CPUOffloadPolicy; not yet "
+                     "wired into our trainer, which also skips FSDP in a single process): each teacher forward "
+                     "streams the teacher over PCIe")
+    if cfg.trd.weight > 0:
+        notes.append("TRD (trd.weight > 0) is planned as the released code runs it; our commands do not run it yet, "
+                     "and load_teacher does not apply teacher.gradient_checkpointing yet")
+    if est.shard == 1 and options.gpus > 1:
+        notes.append(f"distributed.strategy is {cfg.distributed.strategy!r}: every GPU holds full copies")
+    phases = [est.student_phase(command), est.critic_phase(command)]
+    return MemoryPlan(command, dataclasses.replace(options, accumulation=accumulation), nets, est.b, est.shard,
+                      est.bf16, est.static(), phases, notes)
