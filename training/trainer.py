@@ -19,6 +19,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from salt_core.atomic import atomic_write_text
+
 from .checkpoint import (FORMAT, capture_rng, check_resumable, checkpoint_dir, checkpoint_path, latest_checkpoint,
                          load_checkpoint, prune, remove_stale_temps, resolve_checkpoint, restore_rng, save_checkpoint)
 from .config import AdamWConfig, TrainConfig
@@ -92,8 +94,8 @@ class Trainer:
             os.makedirs(checkpoint_dir(self.out), exist_ok=True)
             for name in remove_stale_temps(checkpoint_dir(self.out)):
                 print(f"removed an unfinished checkpoint write: {name}", file=sys.stderr)
-            with open(os.path.join(self.out, "config.yaml"), "w", encoding="utf-8") as f:
-                f.write(f"# {command} (config hash {config_hash})\n" + dump_yaml(cfg))
+            text = f"# {command} (config hash {config_hash})\n" + dump_yaml(cfg)
+            atomic_write_text(os.path.join(self.out, "config.yaml"), text)
         self.logger = MetricsLogger(self.out, enabled=ctx.is_main, tensorboard=cfg.run.tensorboard,
                                     resume_step=self.start_step if resume else None)
 
