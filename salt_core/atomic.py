@@ -56,12 +56,15 @@ class WriteError(OSError, ValueError):
         return self.message
 
 
-def is_disk_full(err: BaseException) -> bool:
-    """True for ENOSPC / EDQUOT, also when a library only kept the text (safetensors, ffmpeg)."""
-    if isinstance(err, OSError) and err.errno in _DISK_FULL:
-        return True
-    text = str(err).lower()
+def mentions_disk_full(text: str) -> bool:
+    """True if a message (e.g. ffmpeg's stderr) says the disk or the quota is full."""
+    text = text.lower()
     return any(t in text for t in _DISK_FULL_TEXT)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for ENOSPC / EDQUOT, also when a library only kept the text (safetensors: "os error 28")."""
+    return (isinstance(err, OSError) and err.errno in _DISK_FULL) or mentions_disk_full(str(err))
 
 
 def disk_full_error(target: PathLike) -> WriteError:
@@ -183,8 +186,8 @@ def _refuse_folder(target: Path) -> None:
         raise WriteError(f"cannot write {target}: it is a folder; give a file name", errno.EISDIR, target)
 
 
-def _write_error(e: OSError, target: Path, folder: Path) -> BaseException:
-    """A clear WriteError for the usual ways creating a file in `folder` fails; other errors unchanged."""
+def _write_error(e: OSError, target: Path, folder: Path) -> WriteError:
+    """A clear WriteError for a failure to create a file in `folder` (the usual causes by name)."""
     if isinstance(e, (FileExistsError, NotADirectoryError)) or e.errno == errno.ENOTDIR:
         blocker = _file_in_folder_path(target) or folder
         return WriteError(f"cannot write {target}: {blocker} is a file, not a folder", errno.ENOTDIR, target)
@@ -194,7 +197,7 @@ def _write_error(e: OSError, target: Path, folder: Path) -> BaseException:
         return WriteError(f"cannot write {target}: {folder} is on a read-only file system", errno.EROFS, target)
     if is_disk_full(e):
         return disk_full_error(target)
-    return e
+    return WriteError(f"cannot write {target}: {e.strerror or e} (creating a file in {folder})", e.errno, target)
 
 
 def _new_temp(target: Path, folder: Optional[Path] = None) -> tuple[int, str]:
