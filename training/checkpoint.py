@@ -84,11 +84,37 @@ def save_checkpoint(path: str, state: dict) -> str:
     return atomic_write(path, lambda tmp: _save_state(state, tmp))
 
 
+class _WriteRecorder:
+    """A file for torch.save that remembers the OSError of a failed write (ENOSPC ...): torch's writer turns it
+    into a bare "unexpected pos" RuntimeError, with or without a file object."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+
 def _save_state(state: dict, tmp: str) -> None:
-    # through a Python file object: a failed write surfaces as its OSError (ENOSPC ...), where torch.save(path)
-    # would only say "unexpected pos"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
+    with open(tmp, "wb", buffering=0) as f:
+        sink = _WriteRecorder(f)
+        try:
+            torch.save(state, sink)
+        except RuntimeError:
+            if sink.error is not None:
+                raise sink.error from None
+            raise
 
 
 def load_checkpoint(path: str) -> dict:

@@ -73,6 +73,10 @@ def find_resume(cfg: TrainConfig, command: str, config_hash: str) -> Optional[tu
     return path, state
 
 
+class TrainingAborted(RuntimeError):
+    """The run stopped itself (e.g. too many non-finite updates in a row); the checkpoints written so far are intact."""
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, command: str, config_hash: str, task: Task, loader: BatchLoader,
                  ctx: DistContext, resume: Optional[tuple[str, dict]] = None):
@@ -190,7 +194,7 @@ class Trainer:
                   "update skipped", file=sys.stderr)
         limit = self.cfg.run.max_consecutive_skips
         if self.consecutive_skips >= limit:
-            raise RuntimeError(f"{self.consecutive_skips} consecutive updates were skipped for non-finite values "
+            raise TrainingAborted(f"{self.consecutive_skips} consecutive updates were skipped for non-finite values "
                                f"(run.max_consecutive_skips={limit}); lower the learning rate or check the data")
 
     # ---- the loop ---------------------------------------------------------------------------------
