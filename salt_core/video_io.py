@@ -252,12 +252,13 @@ def _encode(chunks: Iterator[torch.Tensor], first: torch.Tensor, cmd: list[str],
 
 
 def write_mp4(path: Union[str, os.PathLike], frames: FrameSource, fps: float = 16, *, crf: int = 19,
-              preset: str = "medium", pad_odd: bool = False) -> tuple[str, int]:
+              preset: str = "medium", pad_odd: bool = False, name: str = "frames") -> tuple[str, int]:
     """Encode frames (a ``[T, H, W, 3]`` tensor or an iterable of ``[t, H, W, 3]`` chunks) to an
     H.264 yuv420p MP4. Returns ``(path, frames_written)``.
 
     ``crf``: x264 quality 0 (lossless-ish) .. 51 (worst); 19 is visually near-transparent.
     ``pad_odd``: repeat the last row/column for odd sizes instead of raising.
+    ``name``: what error messages call the frames (e.g. a node's input name).
     The target is checked (:func:`check_writable`) before the first chunk is asked for, temps of earlier
     killed writes of it are removed, and the file appears at ``path`` only once ffmpeg finished it
     successfully (see the module docstring); a full disk is one "no space left on device" error.
@@ -272,13 +273,13 @@ def write_mp4(path: Union[str, os.PathLike], frames: FrameSource, fps: float = 1
     check_writable(path)
     remove_stale_temps(path)
 
-    chunks = iter_uint8_chunks(frames)
+    chunks = iter_uint8_chunks(frames, name)
     first = next(chunks, None)
     if first is None:
-        raise ValueError("frames: empty video (no frames given)")
+        raise ValueError(f"{name}: empty video (no frames given)")
     h, w = first.shape[1:3]
     if (h % 2 or w % 2) and not pad_odd:
-        raise ValueError(f"frames: H.264 yuv420p needs even width and height, got {w}x{h} (W x H); "
+        raise ValueError(f"{name}: H.264 yuv420p needs even width and height, got {w}x{h} (W x H); "
                          "crop/resize, or pass pad_odd=True to repeat the last row/column")
     size = (w + w % 2, h + h % 2)
     with atomic_path(path) as tmp:

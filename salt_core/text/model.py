@@ -84,8 +84,7 @@ class TextEncoder(nn.Module):
         Unknown words are encoded as <unk>, returned (as typed), and reported with an UnknownWordsWarning.
         A non-blank prompt without any known word raises NoKnownWordsError (it would condition on nothing);
         a blank prompt ("") is the deliberate unconditional input (all padding) and is accepted."""
-        tok = self.tokenizer(prompts, self.config.max_len)
-        self._refuse_meaningless(prompts, tok)
+        tok = self.check_prompts(prompts)
         report = {i: u for i, u in enumerate(tok.unknown) if u}
         if report:
             warnings.warn("text encoder: words outside the vocabulary were encoded as <unk>: "
@@ -101,13 +100,15 @@ class TextEncoder(nn.Module):
             emb = F.pad(emb, (0, 0, 0, self.config.pad_to - emb.shape[1]))
         return emb, tok.unknown
 
-    def _refuse_meaningless(self, prompts: Sequence[str], tok: Tokenized) -> None:
+    def check_prompts(self, prompts: Sequence[str]) -> Tokenized:
+        """Tokenize, refusing (NoKnownWordsError) a non-blank prompt without any known word. Runs no model."""
+        tok = self.tokenizer(prompts, self.config.max_len)
         bad = [i for i, (text, n) in enumerate(zip(prompts, tok.known)) if n == 0 and text.strip()]
         if not bad:
-            return
+            return tok
         i = bad[0]
-        words = tok.unknown[i] or tok.truncated[i]
-        what = f"its words {words} are all unknown" if words else "it has only punctuation, no words"
+        unknown = tok.unknown[i]
+        what = f"{unknown} are not in its vocabulary" if unknown else "it has only punctuation, no words"
         examples = ", ".join(sorted(self.vocab)[:12])
         more = f" (and {len(bad) - 1} more prompt(s) like it)" if len(bad) > 1 else ""
         raise NoKnownWordsError(
