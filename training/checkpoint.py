@@ -106,8 +106,13 @@ class _WriteRecorder:
             raise
 
 
+def open_for_writing(path: str):
+    """The file a checkpoint is written to (unbuffered: each write's error reaches torch.save at once)."""
+    return open(path, "wb", buffering=0)
+
+
 def _save_state(state: dict, tmp: str) -> None:
-    with open(tmp, "wb", buffering=0) as f:
+    with open_for_writing(tmp) as f:
         sink = _WriteRecorder(f)
         try:
             torch.save(state, sink)
