@@ -33,7 +33,8 @@ from typing import Iterable, Iterator, Optional, Union
 import numpy as np
 import torch
 
-from .atomic import atomic_path, check_target_writable, disk_full_error, mentions_disk_full, remove_stale_temps
+from .atomic import (WriteError, atomic_path, check_target_writable, disk_full_error, mentions_disk_full,
+                     remove_stale_temps)
 
 FrameSource = Union[torch.Tensor, np.ndarray, Iterable[Union[torch.Tensor, np.ndarray]]]
 
@@ -188,11 +189,15 @@ def ffmpeg_exe() -> str:
 def check_writable(path: Union[str, os.PathLike]) -> Path:
     """Check an MP4 target before any frame is made (call it before sampling): a .mp4 name, not a folder, no
     file where a folder of its path should be, a folder that accepts a new file, some free space, and ffmpeg
-    present. Raises a ValueError (WriteError for the file-system cases) with one clear line; writes nothing."""
+    present. Raises a ValueError (a WriteError, also an OSError, but for the name) with one clear line; writes
+    nothing."""
     path = Path(path)
     _check_mp4_name(path)
     target = check_target_writable(path)
-    ffmpeg_exe()
+    try:
+        ffmpeg_exe()
+    except RuntimeError as e:
+        raise WriteError(f"cannot write {target}: {e}", None, target) from None
     return target
 
 
@@ -215,7 +220,8 @@ def _ffmpeg_failure(log, returncode: Optional[int], path: Path) -> Exception:
     if mentions_disk_full(" ".join(lines)):
         return disk_full_error(path)
     said = lines[-1] if lines else "no message"
-    return RuntimeError(f"write_mp4: ffmpeg failed (exit status {returncode}) while writing {str(path)!r}: {said}")
+    return WriteError(f"write_mp4: ffmpeg failed (exit status {returncode}) while writing {str(path)!r}: {said}",
+                      None, path)
 
 
 def _encode(chunks: Iterator[torch.Tensor], first: torch.Tensor, cmd: list[str], pad_odd: bool, path: Path) -> int:
@@ -285,7 +291,7 @@ def write_mp4(path: Union[str, os.PathLike], frames: FrameSource, fps: float = 1
     with atomic_path(path) as tmp:
         count = _encode(chunks, first, _ffmpeg_command(size, fps_q, crf, preset, str(tmp)), pad_odd, path)
         if not tmp.exists() or tmp.stat().st_size == 0:
-            raise RuntimeError(f"write_mp4: ffmpeg produced no output for {str(path)!r}")
+            raise WriteError(f"write_mp4: ffmpeg produced no output for {str(path)!r}", None, path)
     return str(path), count
 
 

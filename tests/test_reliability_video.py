@@ -109,7 +109,7 @@ def test_ffmpeg_running_out_of_disk_is_one_line_and_keeps_the_old_video(tmp_path
 def test_an_ffmpeg_failure_is_reported_with_its_message_and_leaves_nothing(tmp_path, monkeypatch):
     """imageio's writer ignored ffmpeg's exit status: a failed encode used to be renamed into place."""
     monkeypatch.setattr(video_io, "ffmpeg_exe", lambda: fake_ffmpeg(tmp_path, "Conversion failed!", 1))
-    with pytest.raises(RuntimeError, match=r"ffmpeg failed \(exit status 1\) while writing .*a.mp4.*Conversion failed!"):
+    with pytest.raises(WriteError, match=r"ffmpeg failed \(exit status 1\) while writing .*a.mp4.*Conversion failed!"):
         write_mp4(tmp_path / "a.mp4", clip())
     assert os.listdir(tmp_path) == ["ffmpeg"]
 
