@@ -77,8 +77,9 @@ class SaltTextEncode:
         emb, unknown = encode_prompt(model, text)
         result = ([[emb.detach().float().cpu(), {"pooled_output": None}]],)
         if unknown:
+            words = ", ".join(map(repr, unknown))
             msg = ("words not in the model's vocabulary, each encoded as the unknown-word token <unk> (it carries "
-                   f"no meaning of its own; the known words still condition the video): {', '.join(map(repr, unknown))}")
+                   f"no meaning of its own; the known words still condition the video): {words}")
             log.warning("salt: SaltTextEncode: %s", msg)
             return {"ui": {"text": [msg]}, "result": result}
         return result

@@ -201,7 +201,7 @@ def _write_error(e: OSError, target: Path, folder: Path) -> WriteError:
 
 
 def _new_temp(target: Path, folder: Optional[Path] = None) -> tuple[int, str]:
-    """Create (and open) a temp file of ours for `target` in `folder` (default: the target's folder, made if missing)."""
+    """Create and open a temp file of ours for `target` in `folder` (default: the target's folder, made if missing)."""
     folder = folder or target.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)

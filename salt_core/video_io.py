@@ -173,7 +173,8 @@ def _check_fps(fps) -> Fraction:
 
 def _check_mp4_name(path: Path) -> None:
     if path.suffix.lower() != ".mp4":
-        raise ValueError(f"path: write_mp4 writes .mp4 files, got extension {path.suffix or '(none)'!r} in {str(path)!r}")
+        raise ValueError(f"path: write_mp4 writes .mp4 files, got extension {path.suffix or '(none)'!r} "
+                         f"in {str(path)!r}")
 
 
 def ffmpeg_exe() -> str:

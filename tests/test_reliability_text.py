@@ -37,8 +37,9 @@ def test_unknown_non_ascii_words_are_reported_as_typed(encoder):
     assert emb.shape[1] == 6  # each unknown word takes a position (<unk>), nothing is dropped
 
 
-@pytest.mark.parametrize("prompt, named", [("🎉🎉 🦄", "['🎉🎉', '🦄']"), ("红色的圆", "['红色的圆']"),
-                                           ("Ça va", "['Ça', 'va']"), ("... !!", "only punctuation")])
+@pytest.mark.parametrize("prompt, named", [
+    ("🎉🎉 🦄", "['🎉🎉', '🦄']"), ("红色的圆", "['红色的圆']"), ("Ça va", "['Ça', 'va']"),
+    ("... !!", "only punctuation")])
 def test_a_prompt_without_any_known_word_is_refused(encoder, prompt, named):
     with pytest.raises(NoKnownWordsError) as info:
         encoder.encode(["a red circle", prompt])

@@ -98,7 +98,8 @@ def test_consecutive_skips_abort_the_run(tmp_path, assets, monkeypatch, capsys):
     original = teacher_cmd.TeacherTask.loss
     monkeypatch.setattr(teacher_cmd.TeacherTask, "loss",
                         lambda self, *a: (lambda ls: (ls[0] * float("inf"), ls[1]))(original(self, *a)))
-    code = run("teacher", None, *teacher_args(assets), *quiet(str(tmp_path / "r"), 5), *sets(run__max_consecutive_skips=2))
+    code = run("teacher", None, *teacher_args(assets), *quiet(str(tmp_path / "r"), 5),
+               *sets(run__max_consecutive_skips=2))
     assert code == 2 and "error: 2 consecutive updates were skipped" in capsys.readouterr().err
 
 

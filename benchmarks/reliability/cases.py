@@ -200,7 +200,8 @@ def _dmd(w: Path, prompts: bytes = b"a red circle\nblue square\n", *sets: str) -
     args = {"data.kind": "prompts", "data.path": w / "p.txt", "data.latent_shape": "[3,4,4]",
             "teacher.init": _tiny_teacher(w), "run.output_dir": w / "run", "run.steps": 1, "run.progress": "false",
             "run.export_on_finish": "false"}
-    return ("dmd", *[a for k, v in args.items() for a in ("--set", f"{k}={v}")], *[a for x in sets for a in ("--set", x)])
+    pairs = [f"{k}={v}" for k, v in args.items()] + list(sets)
+    return ("dmd", *[a for kv in pairs for a in ("--set", kv)])
 
 
 def _range(key_value: str, expect: str) -> Case:
@@ -241,7 +242,8 @@ def catalogue() -> list[Case]:
         Case("MP4 target", "a file where a folder of the path should be", _file_parent, writable, "runs is a file"),
         Case("MP4 target", "a read-only folder (/sys)", lambda w: "/sys/salt-battery.mp4", writable, "/sys"),
         Case("MP4 target", "extension .avi", lambda w: w / "a.avi", writable, r"\.avi"),
-        Case("MP4 writer", "ffmpeg runs out of disk", ffmpeg_full[0], ffmpeg_full[1], "no space left on device while writing"),
+        Case("MP4 writer", "ffmpeg runs out of disk", ffmpeg_full[0], ffmpeg_full[1],
+             "no space left on device while writing"),
         Case("MP4 writer", "ffmpeg fails (exit 1)", ffmpeg_fail[0], ffmpeg_fail[1], "a.mp4.*Conversion failed!"),
         Case("MP4 writer", "odd frame size", lambda w: w / "a.mp4", lambda t: mp4(t, torch.rand(2, 15, 16, 3)),
              "even width and height"),
@@ -256,14 +258,18 @@ def catalogue() -> list[Case]:
              lambda t: __import__("salt_core.atomic").atomic.atomic_write(t, lambda tmp: None), "f is a file"),
         Case("files", "a writer reports ENOSPC only in its text (safetensors)", lambda w: w / "a.safetensors",
              lambda t: __import__("salt_core.atomic").atomic.atomic_write(t, lambda tmp: (_ for _ in ()).throw(
-                 RuntimeError("I/O error: No space left on device (os error 28)"))), "no space left on device while writing .*a.safetensors"),
+                 RuntimeError("I/O error: No space left on device (os error 28)"))),
+             "no space left on device while writing .*a.safetensors"),
         Case("files", "mode of a written file under umask 022", lambda w: w, mode_after_write, "^0o644$"),
         Case("prompts", "'a red café circle' reports the word as typed", lambda w: encoder(),
              reported_unknown("a red café circle"), "'café'"),
         Case("prompts", "'Ça red' reports the word as typed", lambda w: encoder(), reported_unknown("Ça red"), "Ça"),
-        Case("prompts", "emoji-only prompt", lambda w: encoder(), lambda e: e.encode(["🔴 🟦"]), "🔴.*unconditioned"),
-        Case("prompts", "CJK-only prompt", lambda w: encoder(), lambda e: e.encode(["红色的圆"]), "红色的圆.*unconditioned"),
-        Case("prompts", "accented unknown words only", lambda w: encoder(), lambda e: e.encode(["Ça été"]), "Ça.*unconditioned"),
+        Case("prompts", "emoji-only prompt", lambda w: encoder(), lambda e: e.encode(["🔴 🟦"]),
+             "🔴.*unconditioned"),
+        Case("prompts", "CJK-only prompt", lambda w: encoder(), lambda e: e.encode(["红色的圆"]),
+             "红色的圆.*unconditioned"),
+        Case("prompts", "accented unknown words only", lambda w: encoder(), lambda e: e.encode(["Ça été"]),
+             "Ça.*unconditioned"),
         Case("prompts", "punctuation-only prompt", lambda w: encoder(), lambda e: e.encode(["... !!"]),
              "no word this model knows"),
         Case("prompts", "SaltTextEncode says what happens to unknown words", lambda w: None,
@@ -371,4 +377,5 @@ if __name__ == "__main__":
         print(json.dumps(results))
     else:
         for r in results:
-            print(f"{'CLEAR' if r['clear'] else 'no   '} {r['area']:14s} {r['name']:50s} {r['kind']}: {r['message'][:120]}")
+            verdict = "CLEAR" if r["clear"] else "no   "
+            print(f"{verdict} {r['area']:14s} {r['name']:50s} {r['kind']}: {r['message'][:120]}")

@@ -159,7 +159,8 @@ def kill_table(r: dict) -> list[str]:
                      f"{x['cleaned']} |")
     lines += ["", f"{r['kills']} SIGKILLs, **{r['corrupt']} corrupt checkpoints**; the final run exited "
               f"{r['final_rc']} and left {r['final_clean']['temps']} temps; step {r['steps']} equals the unbroken "
-              f"run's bit for bit (weights, EMA, optimiser, RNG, data position): **{'yes' if r['identical'] else 'NO'}**."]
+              f"run's bit for bit (weights, EMA, optimiser, RNG, data position): "
+              f"**{'yes' if r['identical'] else 'NO'}**."]
     return lines
 
 
@@ -222,7 +223,8 @@ def sigterm_mp4(runs: int = 5) -> dict:
 
 
 def sigterm_table(r: dict) -> list[str]:
-    lines = ["| run | existing video | exit | KeyboardInterrupt | files left | existing video unchanged | ffmpeg left |",
+    lines = ["| run | existing video | exit | KeyboardInterrupt | files left | existing video unchanged "
+             "| ffmpeg left |",
              "|---:|---|---:|---|---|---|---:|"]
     for x in r["rows"]:
         lines.append(f"| {x['run']} | {'yes' if x['run'] % 2 == 0 else 'no'} | {x['rc']} | {x['interrupt']} | "
@@ -282,7 +284,8 @@ def real_disk_full(checkpoint_bytes: int) -> dict:
                               capture_output=True, text=True)
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
         state = _inspect(os.path.join(out, "checkpoints"))
-        rows.append({"case": f"trainer saving {checkpoint_bytes}-byte checkpoints onto a tmpfs of 1.6x that", "said": last,
+        rows.append({"case": f"trainer saving {checkpoint_bytes}-byte checkpoints onto a tmpfs of 1.6x that",
+                     "said": last,
                      "ok": proc.returncode == 2 and last.startswith("error: no space left on device while writing")
                      and "Traceback" not in proc.stderr and state["good"] == [1] and not state["corrupt"]
                      and not state["temps"]})
