@@ -7,17 +7,7 @@ import os
 import pytest
 import torch
 
-from test_nodes import load_pack
-
-
-@pytest.fixture(scope="module")
-def N():
-    return load_pack().NODE_CLASS_MAPPINGS
-
-
-@pytest.fixture(scope="module")
-def vae(N):
-    return N["SaltVAELoader"]().load("(embedded default)")[0]
+from test_nodes import N, load_pack, vae  # noqa: F401  (fixtures: the node classes, the embedded VAE)
 
 
 @pytest.fixture
@@ -31,11 +21,8 @@ def no_big_allocations(monkeypatch):
     real = torch.empty
 
     def guarded(*size, **kw):
-        shape = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else size
-        n = 1
-        for s in shape:
-            n *= int(s)
-        assert n * 4 < 1 << 30, f"allocated {n * 4 / 2**30:.1f} GiB before checking the size"
+        gib = torch.Size(size[0] if len(size) == 1 and not isinstance(size[0], int) else size).numel() * 4 / 2**30
+        assert gib < 1, f"allocated {gib:.1f} GiB before checking the size"
         return real(*size, **kw)
 
     monkeypatch.setattr(torch, "empty", guarded)

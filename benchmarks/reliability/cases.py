@@ -113,10 +113,7 @@ def refuse_big_empty(fn: Callable) -> Callable:
         real = torch.empty
 
         def guarded(*size, **kw):
-            shape = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else size
-            n = 1
-            for s in shape:
-                n *= int(s)
+            n = torch.Size(size[0] if len(size) == 1 and not isinstance(size[0], int) else size).numel()
             if n * 4 > GIB:
                 raise MemoryError(f"allocated {n * 4 / GIB:.1f} GiB without checking")
             return real(*size, **kw)
