@@ -59,7 +59,9 @@ class SaltTextEncode:
                     "multiline": True, "dynamicPrompts": True,
                     "default": "a red circle moves left on a blue background",
                     "tooltip": "The prompt. The embedded default knows the words of its synthetic world "
-                               "(shapes, colours, sizes, backgrounds, motions); unknown words are reported."}),
+                               "(shapes, colours, sizes, backgrounds, motions). Each unknown word is encoded as "
+                               "the unknown-word token <unk> and listed on the node; a prompt with no known word "
+                               "is an error (it would give an unconditioned video)."}),
             }
         }
 
@@ -75,7 +77,9 @@ class SaltTextEncode:
         emb, unknown = encode_prompt(model, text)
         result = ([[emb.detach().float().cpu(), {"pooled_output": None}]],)
         if unknown:
-            msg = f"unknown words (not in the model's vocabulary, ignored): {', '.join(unknown)}"
+            words = ", ".join(map(repr, unknown))
+            msg = ("words not in the model's vocabulary, each encoded as the unknown-word token <unk> (it carries "
+                   f"no meaning of its own; the known words still condition the video): {words}")
             log.warning("salt: SaltTextEncode: %s", msg)
             return {"ui": {"text": [msg]}, "result": result}
         return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import Optional
 
 import torch
 
@@ -13,13 +14,59 @@ from .loaders import placement
 log = logging.getLogger("salt.nodes")
 
 
+# The IMAGE a decode returns holds every frame in RAM; refuse one larger than this share of the free memory
+# (the decode's own working memory and the copies later nodes make need the rest).
+IMAGE_RAM_SHARE = 0.5
+WAN_TIME_FACTOR, WAN_SPACE_FACTOR = 4, 8  # ComfyUI's Wan 2.1 VAE: 4x in time (frames = 4k+1), 8x in space
+
+
 def _latents(samples) -> torch.Tensor:
-    z = samples.get("samples") if isinstance(samples, dict) else None
+    z = samples.get("samples") if isinstance(samples, dict) else samples
     if not isinstance(z, torch.Tensor) or z.ndim != 5:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ValueError(f"expected a video LATENT with samples [B, 16, T, H/8, W/8], got {shape}; "
                          "an image latent (4-D) cannot be decoded into a video")
+    if not z.is_floating_point():
+        raise ValueError(f"the LATENT's samples must be floating point, got {z.dtype}")
+    if 0 in z.shape:
+        raise ValueError(f"the LATENT is empty: samples have shape {tuple(z.shape)}")
     return z
+
+
+def _check_finite(z: torch.Tensor) -> None:
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError("the LATENT's samples contain NaN or inf values (did the sampler diverge?); nothing to decode")
+
+
+def free_ram_bytes() -> Optional[int]:
+    """Memory available to new allocations (psutil, else Linux's MemAvailable); None when unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_image_size(batch: int, frames: int, height: int, width: int) -> None:
+    """Refuse, before allocating, an IMAGE [batch*frames, height, width, 3] float32 that would not fit in RAM."""
+    need = batch * frames * height * width * 3 * 4
+    free = free_ram_bytes()
+    if free is not None and need > IMAGE_RAM_SHARE * free:
+        gib = 1024 ** 3
+        raise ValueError(
+            f"decoding these latents would make an IMAGE of {batch * frames} frames of {width}x{height} "
+            f"({need / gib:.1f} GiB of float32), more than {IMAGE_RAM_SHARE:.0%} of the {free / gib:.1f} GiB of "
+            "free memory (an IMAGE holds every frame at once); sample fewer frames, or make long videos with "
+            "`python -m salt_core generate`, which streams the frames into the MP4")
 
 
 def decode_core_vae(vae, z: torch.Tensor) -> torch.Tensor:
@@ -28,6 +75,9 @@ def decode_core_vae(vae, z: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"incompatible VAE: the latents have {z.shape[1]} channels [B, C, T, h, w] but this VAE "
                          f"decodes {vae.latent_channels}-channel {'video' if vae.latent_dim == 3 else 'image'} "
                          "latents; load the Wan 2.1 VAE (wan_2.1_vae.safetensors)")
+    B, _, T, h, w = z.shape
+    check_image_size(B, 1 + WAN_TIME_FACTOR * (T - 1), h * WAN_SPACE_FACTOR, w * WAN_SPACE_FACTOR)
+    _check_finite(z)
     images = vae.decode(z)
     return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
 
@@ -43,6 +93,8 @@ def decode_salt_vae(vae, z: torch.Tensor, chunk: int, device: torch.device) -> t
                          f"{cfg.z_dim}; use the VAE that belongs to the model")
     B, _, T, h, w = z.shape
     N, H, W = cfg.pixel_frames(T), h * cfg.spatial_factor, w * cfg.spatial_factor
+    check_image_size(B, N, H, W)
+    _check_finite(z)
     out = torch.empty(B, N, H, W, 3, dtype=torch.float32)  # IMAGE holds all frames; the decode itself is bounded
     decoder = vae.streaming_decoder()
     progress = host.Progress(math.ceil(T / chunk))
@@ -84,6 +136,9 @@ class SaltDecode:
     DESCRIPTION = "Decodes video latents into frames with a streaming (chunked, causal) Wan 2.1 VAE decode."
 
     def decode(self, samples, vae, chunk_frames=1):
+        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be an integer >= 1 (latent frames decoded per step), "
+                             f"got {chunk_frames!r}")
         z = _latents(samples)
         if host.is_core_vae(vae):
             return (decode_core_vae(vae, z),)
@@ -95,7 +150,7 @@ class SaltDecode:
         dev = host.compute_device(device)
         vae.to(dev)
         try:
-            images = decode_salt_vae(vae, z, int(chunk_frames), dev)
+            images = decode_salt_vae(vae, z, chunk_frames, dev)
         finally:
             if dev != host.offload_device():
                 vae.to(host.offload_device())
@@ -136,10 +191,20 @@ class SaltSaveVideo:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] != 3:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be an IMAGE [frames, height, width, 3], got {shape}")
+        if images.shape[0] == 0:
+            raise ValueError("images: the IMAGE has no frames; nothing to save")
+        if not isinstance(filename_prefix, str) or not filename_prefix.strip(" ./\\") or "\0" in filename_prefix:
+            raise ValueError(f"filename_prefix must name a file (e.g. 'salt/video'), got {filename_prefix!r}")
         _, H, W, _ = images.shape
-        folder, stem, counter, subfolder = host.save_path(filename_prefix, W, H)
+        try:
+            folder, stem, counter, subfolder = host.save_path(filename_prefix, W, H)
+        except FileExistsError as e:
+            raise ValueError(f"filename_prefix {filename_prefix!r}: {e.filename} is a file, not a folder") from None
+        except OSError as e:
+            raise ValueError(f"filename_prefix {filename_prefix!r}: cannot make the output folder "
+                             f"{e.filename or ''}: {e.strerror or e}") from None
         name = f"{stem}_{counter:05}_.mp4"
-        path, count = write_mp4(os.path.join(folder, name), images, fps=fps, crf=int(crf), pad_odd=True)
+        path, count = write_mp4(os.path.join(folder, name), images, fps=fps, crf=int(crf), pad_odd=True, name="images")
         log.info("salt: saved %d frames to %s", count, path)
         return {"ui": {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}],
                        "animated": (True,)}}

@@ -11,25 +11,30 @@ Conventions (each one has its own function name, so a call site says which it me
   :func:`frames_to_model_space`.
 
 MP4 files are H.264, yuv420p, BT.709 (tagged), encoded by the ffmpeg binary that
-``imageio-ffmpeg`` ships. yuv420p needs even width and height: an odd size is a ``ValueError``
-unless ``pad_odd=True``, which repeats the last row/column (the file is then one pixel larger).
-Writes go to a hidden temp file in the target folder and are moved into place with
-``os.replace`` only on success: a failure leaves neither a half-written file at the target path
-nor the temp file, and an existing file there stays as it was.
+``imageio-ffmpeg`` ships, fed through a pipe; its exit status and messages are checked.
+yuv420p needs even width and height: an odd size is a ``ValueError`` unless ``pad_odd=True``,
+which repeats the last row/column (the file is then one pixel larger).
+Writes go to a hidden temp file in the target folder (salt_core.atomic) and are moved into place
+with ``os.replace`` only on success: a failure (a full disk included) leaves neither a half-written
+file at the target path nor the temp file, and an existing file there stays as it was.
+:func:`check_writable` checks an MP4 target before any frame is made.
 """
 from __future__ import annotations
 
 import math
 import os
 import re
+import subprocess
+import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 
-from .atomic import atomic_path
+from .atomic import (WriteError, atomic_path, check_target_writable, disk_full_error, mentions_disk_full,
+                     remove_stale_temps)
 
 FrameSource = Union[torch.Tensor, np.ndarray, Iterable[Union[torch.Tensor, np.ndarray]]]
 
@@ -156,7 +161,7 @@ def _pad_to_even(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-# ----------------------------------------------------------------------------- atomic files
+# ----------------------------------------------------------------------------- MP4
 
 def _check_fps(fps) -> Fraction:
     if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)):
@@ -166,65 +171,128 @@ def _check_fps(fps) -> Fraction:
     return Fraction(fps).limit_denominator(100000)
 
 
-# ----------------------------------------------------------------------------- MP4
-
-def write_mp4(path: Union[str, os.PathLike], frames: FrameSource, fps: float = 16, *, crf: int = 19,
-              preset: str = "medium", pad_odd: bool = False) -> tuple[str, int]:
-    """Encode frames (a ``[T, H, W, 3]`` tensor or an iterable of ``[t, H, W, 3]`` chunks) to an
-    H.264 yuv420p MP4. Returns ``(path, frames_written)``.
-
-    ``crf``: x264 quality 0 (lossless-ish) .. 51 (worst); 19 is visually near-transparent.
-    ``pad_odd``: repeat the last row/column for odd sizes instead of raising.
-    The file appears at ``path`` only once it is complete (see the module docstring).
-    """
-    import imageio_ffmpeg
-
-    path = Path(path)
+def _check_mp4_name(path: Path) -> None:
     if path.suffix.lower() != ".mp4":
-        raise ValueError(f"path: write_mp4 writes .mp4 files, got extension {path.suffix or '(none)'!r} in {str(path)!r}")
-    fps_q = _check_fps(fps)
-    if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
-        raise ValueError(f"crf: expected an int in 0..51, got {crf!r}")
-    if preset not in X264_PRESETS:
-        raise ValueError(f"preset: expected one of {X264_PRESETS}, got {preset!r}")
+        raise ValueError(f"path: write_mp4 writes .mp4 files, got extension {path.suffix or '(none)'!r} "
+                         f"in {str(path)!r}")
 
-    chunks = iter_uint8_chunks(frames)
-    first = next(chunks, None)
-    if first is None:
-        raise ValueError("frames: empty video (no frames given)")
-    h, w = first.shape[1:3]
-    if (h % 2 or w % 2) and not pad_odd:
-        raise ValueError(f"frames: H.264 yuv420p needs even width and height, got {w}x{h} (W x H); "
-                         "crop/resize, or pass pad_odd=True to repeat the last row/column")
-    size = (w + w % 2, h + h % 2)
-    output_params = [
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary that imageio-ffmpeg ships (or the one IMAGEIO_FFMPEG_EXE names)."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as e:
+        raise RuntimeError(f"write_mp4 needs ffmpeg: pip install imageio-ffmpeg ({e})") from None
+
+
+def check_writable(path: Union[str, os.PathLike]) -> Path:
+    """Check an MP4 target before any frame is made (call it before sampling): a .mp4 name, not a folder, no
+    file where a folder of its path should be, a folder that accepts a new file, some free space, and ffmpeg
+    present. Raises a ValueError (a WriteError, also an OSError, but for the name) with one clear line; writes
+    nothing."""
+    path = Path(path)
+    _check_mp4_name(path)
+    target = check_target_writable(path)
+    try:
+        ffmpeg_exe()
+    except RuntimeError as e:
+        raise WriteError(f"cannot write {target}: {e}", None, target) from None
+    return target
+
+
+def _ffmpeg_command(size: tuple[int, int], fps: Fraction, crf: int, preset: str, out: str) -> list[str]:
+    w, h = size
+    return [
+        ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
+        "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{w}x{h}", "-pix_fmt", "rgb24", "-r", str(fps), "-i", "-",
+        "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p",
         "-vf", f"scale=out_color_matrix=bt709:out_range=tv:flags={_SWS_FLAGS}",
         "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
-        "-crf", str(crf), "-preset", preset, "-movflags", "+faststart",
+        "-crf", str(crf), "-preset", preset, "-movflags", "+faststart", out,
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with atomic_path(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp), size, fps=fps_q, codec="libx264", quality=None, macro_block_size=1,
-            ffmpeg_log_level="error", output_params=output_params)
-        writer.send(None)  # start ffmpeg
+
+
+def _ffmpeg_failure(log, returncode: Optional[int], path: Path) -> Exception:
+    """The error for an ffmpeg that exited early or with a failure status; `log` is the file of its stderr."""
+    log.seek(0)
+    lines = [ln.strip() for ln in log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    if mentions_disk_full(" ".join(lines)):
+        return disk_full_error(path)
+    said = lines[-1] if lines else "no message"
+    return WriteError(f"write_mp4: ffmpeg failed (exit status {returncode}) while writing {str(path)!r}: {said}",
+                      None, path)
+
+
+def _encode(chunks: Iterator[torch.Tensor], first: torch.Tensor, cmd: list[str], pad_odd: bool, path: Path) -> int:
+    """Pipe uint8 chunks [t, H, W, 3] into ffmpeg (cmd); -> frames written. Any failure or interrupt kills ffmpeg."""
+    session = {"start_new_session": True} if os.name == "posix" else {
+        "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+    with tempfile.TemporaryFile() as log:  # ffmpeg's stderr: a file cannot fill up and stall it like a pipe
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, **session)
+        count = 0
         try:
             chunk, first = first, None
             while chunk is not None:
                 data = (_pad_to_even(chunk) if pad_odd else chunk).numpy()
                 try:
-                    writer.send(data)
-                except OSError as err:
-                    raise RuntimeError(f"write_mp4: ffmpeg failed while writing {str(path)!r} "
-                                       f"(its messages are on stderr): {err}") from err
+                    proc.stdin.write(data)
+                except OSError:  # broken pipe: ffmpeg has quit
+                    proc.wait()
+                    raise _ffmpeg_failure(log, proc.returncode, path) from None
                 count += data.shape[0]
                 chunk = data = None  # drop our references before the source makes the next chunk
                 chunk = next(chunks, None)
-        finally:
-            writer.close()  # ffmpeg finalises the (temp) file; removed by _atomic_path on error
+            try:
+                proc.stdin.close()
+            except OSError:  # ffmpeg quit before reading the last bytes; its status says why
+                pass
+            if proc.wait() != 0:
+                raise _ffmpeg_failure(log, proc.returncode, path)
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            raise
+    return count
+
+
+def write_mp4(path: Union[str, os.PathLike], frames: FrameSource, fps: float = 16, *, crf: int = 19,
+              preset: str = "medium", pad_odd: bool = False, name: str = "frames") -> tuple[str, int]:
+    """Encode frames (a ``[T, H, W, 3]`` tensor or an iterable of ``[t, H, W, 3]`` chunks) to an
+    H.264 yuv420p MP4. Returns ``(path, frames_written)``.
+
+    ``crf``: x264 quality 0 (lossless-ish) .. 51 (worst); 19 is visually near-transparent.
+    ``pad_odd``: repeat the last row/column for odd sizes instead of raising.
+    ``name``: what error messages call the frames (e.g. a node's input name).
+    The target is checked (:func:`check_writable`) before the first chunk is asked for, temps of earlier
+    killed writes of it are removed, and the file appears at ``path`` only once ffmpeg finished it
+    successfully (see the module docstring); a full disk is one "no space left on device" error.
+    """
+    path = Path(path)
+    _check_mp4_name(path)
+    fps_q = _check_fps(fps)
+    if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
+        raise ValueError(f"crf: expected an int in 0..51, got {crf!r}")
+    if preset not in X264_PRESETS:
+        raise ValueError(f"preset: expected one of {X264_PRESETS}, got {preset!r}")
+    check_writable(path)
+    remove_stale_temps(path)
+
+    chunks = iter_uint8_chunks(frames, name)
+    first = next(chunks, None)
+    if first is None:
+        raise ValueError(f"{name}: empty video (no frames given)")
+    h, w = first.shape[1:3]
+    if (h % 2 or w % 2) and not pad_odd:
+        raise ValueError(f"{name}: H.264 yuv420p needs even width and height, got {w}x{h} (W x H); "
+                         "crop/resize, or pass pad_odd=True to repeat the last row/column")
+    size = (w + w % 2, h + h % 2)
+    with atomic_path(path) as tmp:
+        count = _encode(chunks, first, _ffmpeg_command(size, fps_q, crf, preset, str(tmp)), pad_odd, path)
         if not tmp.exists() or tmp.stat().st_size == 0:
-            raise RuntimeError(f"write_mp4: ffmpeg produced no output for {str(path)!r} (see stderr)")
+            raise WriteError(f"write_mp4: ffmpeg produced no output for {str(path)!r}", None, path)
     return str(path), count
 
 

@@ -79,7 +79,7 @@ def test_cli_generates_an_mp4_and_says_the_model_is_random(tmp_path, capsys, mon
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
-    rc = main(["generate", "--prompt", "x", "--out", str(tmp_path / "a.mp4"), "--frames", "10"])
+    rc = main(["generate", "--prompt", "a red circle", "--out", str(tmp_path / "a.mp4"), "--frames", "10"])
     assert rc == 2 and "frames must be of the form 4k+1" in capsys.readouterr().err
     assert not (tmp_path / "a.mp4").exists()
 

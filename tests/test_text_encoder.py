@@ -33,7 +33,7 @@ def test_tokenizer_ids_mask_and_unknown_words():
     assert out.ids[0].tolist() == [2, 3, 5, 0]                        # <pad>=0, <unk>=1, words from 2
     assert out.ids[1].tolist() == [2, 1, 5, 1] and out.mask[1].all()  # unknown words still take a position
     assert out.mask.sum(dim=1).tolist() == [3, 4, 0]
-    assert out.unknown == [[], ["purple", "moonwalks"], []]
+    assert out.unknown == [[], ["Purple", "moonwalks"], []]  # reported as typed
     with pytest.raises(ValueError, match="unique"):
         WordTokenizer(["a", "a"])
     with pytest.raises(ValueError, match="single lower-case words"):

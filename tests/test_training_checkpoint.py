@@ -28,8 +28,7 @@ def test_writer_failing_midway_keeps_the_old_checkpoint_and_no_temp(tmp_path, mo
     save_checkpoint(path, {"format": "salt-trainer-v1", "step": 1, "w": torch.ones(3)})
 
     def broken(obj, f, *a, **k):
-        with open(f, "wb") as fh:
-            fh.write(b"PK\x03\x04 half written")
+        f.write(b"PK\x03\x04 half written")  # f: the open temp file
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken)
@@ -53,8 +52,8 @@ def test_sigkill_during_save_keeps_the_previous_checkpoint_and_resume_is_exact(t
         def dying(obj, f, *a, **k):
             calls.append(f)
             if len(calls) == 2:  # the second checkpoint: half a file, then SIGKILL (no cleanup possible)
-                with open(f, "wb") as fh:
-                    fh.write(b"PK\\x03\\x04 half written")
+                f.write(b"PK\\x03\\x04 half written")
+                f.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(obj, f, *a, **k)
         torch.save = dying

@@ -7,9 +7,9 @@ A checkpoint is one `torch.save` file holding only tensors, dicts, lists and pri
     nets {name: {dit_config (JSON), model, ema (or None), optimizer, updates}},
     rng {torch, cuda, python, numpy} (tensors), data {position, global_batch}, guard {skipped, consecutive}
 
-Writes go to a temp file next to the target (`.step-N.<random>.tmp.pt`, salt_core.atomic), are fsynced and
-renamed over it, so a crash mid-save leaves the previous checkpoint intact; temps a killed process left behind are
-removed at the next start.
+Writes go through salt_core.atomic: a temp file next to the target (`.step-N.pt.<random>.salt.tmp.pt`), fsynced
+and renamed over it, so a crash mid-save leaves the previous checkpoint intact; temps a killed process left behind
+are removed at the next start, and a full disk is one "no space left on device while writing <path>" error.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from salt_core.atomic import atomic_write
+from salt_core.atomic import atomic_write, remove_temps_in
 
 from .config_load import ConfigError, config_diff
 
@@ -69,14 +69,8 @@ def resolve_checkpoint(path: str) -> str:
 
 
 def remove_stale_temps(folder: str) -> list[str]:
-    """Delete temp files a killed save left behind (`.step-*.tmp.pt`; `.step-*.pt.*.tmp` from older versions)."""
-    removed = []
-    if os.path.isdir(folder):
-        for n in os.listdir(folder):
-            if n.startswith(".step-") and n.endswith((".tmp.pt", ".tmp")):
-                os.remove(os.path.join(folder, n))
-                removed.append(n)
-    return removed
+    """Delete the temp files killed saves left in a checkpoints folder (any step); returns their names."""
+    return remove_temps_in(folder, lambda name: _NAME.match(name) is not None)
 
 
 def prune(folder: str, keep_last: int) -> None:
@@ -87,7 +81,45 @@ def prune(folder: str, keep_last: int) -> None:
 
 def save_checkpoint(path: str, state: dict) -> str:
     """Atomically write a trainer state (temp file + fsync + rename)."""
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return atomic_write(path, lambda tmp: _save_state(state, tmp))
+
+
+class _WriteRecorder:
+    """A file for torch.save that remembers the OSError of a failed write (ENOSPC ...): torch's writer turns it
+    into a bare "unexpected pos" RuntimeError, with or without a file object."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+
+def open_for_writing(path: str):
+    """The file a checkpoint is written to (unbuffered: each write's error reaches torch.save at once)."""
+    return open(path, "wb", buffering=0)
+
+
+def _save_state(state: dict, tmp: str) -> None:
+    with open_for_writing(tmp) as f:
+        sink = _WriteRecorder(f)
+        try:
+            torch.save(state, sink)
+        except RuntimeError:
+            if sink.error is not None:
+                raise sink.error from None
+            raise
 
 
 def load_checkpoint(path: str) -> dict:

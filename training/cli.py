@@ -3,7 +3,10 @@
 Commands: teacher, ode-pairs, ode-init, dmd, sc-dmd, salt-ar, export, build-latents, vae, text-encoder;
 plus `show-config <command>` (resolved YAML and resume hash), `config-doc` (every option, as Markdown) and
 `plan` (per-GPU memory of a distillation run, from the config alone).
-Configuration problems print one `error:` line and exit with status 2 before any compute.
+Configuration problems print one `error:` line and exit with status 2 before any compute; so do the other
+expected failures (damaged data or checkpoints, a full disk, an unwritable folder, a run that aborted itself).
+Ctrl+C or SIGTERM stops the run cleanly (no half-written file; the checkpoints on disk stay valid) with status 130.
+Set SALT_TRACEBACK=1 to see the traceback instead.
 """
 from __future__ import annotations
 
@@ -14,8 +17,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from salt_core.atomic import WriteError, sigterm_as_interrupt
+
 from .config import COMMANDS
 from .config_load import ConfigError, config_hash, dump_yaml, iter_options, load_config, type_name
+from .trainer import TrainingAborted
 
 # command -> module in training.commands exposing run(cfg, command) -> dict
 MODULES = {
@@ -101,11 +107,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"# {args.for_command}: config hash {config_hash(cfg, args.for_command)}")
             print(dump_yaml(cfg), end="")
             return 0
-        run_command(args.command, args.config, args.set)
+        with sigterm_as_interrupt():
+            run_command(args.command, args.config, args.set)
         return 0
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        # configuration / data / checkpoint problems: one clear line, no internals
+    except (ConfigError, ValueError, OSError, TrainingAborted) as e:
+        # configuration / data / checkpoint / disk problems: one clear line, no internals
         if os.environ.get("SALT_TRACEBACK"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        if os.environ.get("SALT_TRACEBACK"):
+            raise
+        why = str(e) or "interrupted"
+        print(f"error: {why}; files being written were discarded, finished checkpoints are intact: run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of an expected failure; OSErrors without our wording get 'path: reason'."""
+    if isinstance(e, OSError) and not isinstance(e, WriteError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return str(e)

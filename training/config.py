@@ -8,7 +8,7 @@ the example configs in `training/configs/` shrink them for CPU runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 from salt_core.kv_cache import CachePolicy
 from salt_core.schedules import TimestepConvention
@@ -31,9 +31,42 @@ EXTERNAL_DOCS: dict[type, dict[str, str]] = {
 }
 
 
-def opt(default, doc: str):
-    """A config field with its documentation."""
-    return field(default=default, metadata={"doc": doc})
+@dataclass(frozen=True)
+class Bounds:
+    """The allowed values of a numeric option (of each element of a list option), checked once at config load."""
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False   # True: `low` itself is not allowed
+    high_open: bool = False  # True: `high` itself is not allowed
+
+    def allows(self, v: float) -> bool:
+        if self.low is not None and (v <= self.low if self.low_open else v < self.low):
+            return False
+        return self.high is None or (v < self.high if self.high_open else v <= self.high)
+
+    def __str__(self) -> str:
+        def num(x: float) -> str:
+            return f"{x:g}"
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.low_open else '['}{num(self.low)}, "
+                    f"{num(self.high)}{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {num(self.low)}"
+        return f"{'<' if self.high_open else '<='} {num(self.high)}"
+
+
+POSITIVE = Bounds(0, low_open=True)
+NON_NEGATIVE = Bounds(0)
+AT_LEAST_1 = Bounds(1)
+FRACTION = Bounds(0, 1)
+FRACTION_BELOW_1 = Bounds(0, 1, high_open=True)
+TIMESTEP = Bounds(0, 1000)
+TIMESTEP_ABOVE_0 = Bounds(0, 1000, low_open=True)
+
+
+def opt(default, doc: str, bounds: Optional[Bounds] = None):
+    """A config field with its documentation and, for numbers, its allowed range."""
+    return field(default=default, metadata={"doc": doc, "bounds": bounds})
 
 
 @dataclass(frozen=True)
@@ -41,21 +74,24 @@ class RunConfig:
     output_dir: str = opt("runs/default",
                           "Folder for checkpoints/, metrics.jsonl, config.yaml and the exported model.")
     seed: int = opt(0, "Seed of every random draw; each step reseeds from (seed, step, rank), so resume is exact.")
-    steps: int = opt(1000, "Total optimisation steps (a resumed run continues up to this number).")
-    log_every: int = opt(10, "Write a metrics.jsonl line every N steps (the values of that step).")
-    save_every: int = opt(500, "Save a trainer checkpoint every N steps (and always at the end).")
-    keep_last: int = opt(2, "Trainer checkpoints to keep; older ones are deleted after a successful save.")
+    steps: int = opt(1000, "Total optimisation steps (a resumed run continues up to this number).", AT_LEAST_1)
+    log_every: int = opt(10, "Write a metrics.jsonl line every N steps (the values of that step).", AT_LEAST_1)
+    save_every: int = opt(500, "Save a trainer checkpoint every N steps (and always at the end).", AT_LEAST_1)
+    keep_last: int = opt(2, "Trainer checkpoints to keep; older ones are deleted after a successful save.", AT_LEAST_1)
     resume: str = opt("auto", "'auto' = latest checkpoint in output_dir/checkpoints if any; 'never'; or a path.")
-    probe_every: int = opt(0, "Log the semigroup defect of the student on a fixed probe batch every N steps (0 = off).")
-    probe_batch: int = opt(2, "Samples in the fixed probe batch.")
+    probe_every: int = opt(
+        0, "Log the semigroup defect of the student on a fixed probe batch every N steps (0 = off).", NON_NEGATIVE)
+    probe_batch: int = opt(2, "Samples in the fixed probe batch.", AT_LEAST_1)
     device: str = opt("auto", "'auto' (cuda:LOCAL_RANK when available, else cpu), 'cpu' or 'cuda'.")
-    threads: int = opt(0, "CPU threads of torch in this process (0 = torch's default; tiny models run best on 1).")
+    threads: int = opt(
+        0, "CPU threads of torch in this process (0 = torch's default; tiny models run best on 1).", NON_NEGATIVE)
     precision: Literal["auto", "bf16", "fp32"] = opt(
         "auto", "'auto' = bf16 autocast on CUDA, fp32 on CPU; 'bf16' (CUDA only) or 'fp32'.")
     progress: bool = opt(True, "Show a tqdm progress bar (rank 0).")
     tensorboard: bool = opt(False, "Also log to output_dir/tensorboard when TensorBoard is installed.")
     export_on_finish: bool = opt(True, "After the last step, export the (EMA) network to output_dir/model.safetensors.")
-    max_consecutive_skips: int = opt(20, "Abort when this many updates in a row were skipped by the NaN/inf guard.")
+    max_consecutive_skips: int = opt(
+        20, "Abort when this many updates in a row were skipped by the NaN/inf guard.", AT_LEAST_1)
 
 
 @dataclass(frozen=True)
@@ -70,12 +106,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AdamWConfig:
-    lr: float = opt(2e-6, "Learning rate (after warmup).")
-    betas: tuple[float, float] = opt((0.0, 0.999), "AdamW betas (Self Forcing uses beta1 = 0).")
-    weight_decay: float = opt(0.01, "AdamW decoupled weight decay.")
-    eps: float = opt(1e-8, "AdamW epsilon.")
-    grad_clip: float = opt(10.0, "Clip the global gradient norm to this value (0 = no clipping; norm still logged).")
-    warmup_steps: int = opt(0, "Linear learning-rate warmup over this many updates of this network.")
+    lr: float = opt(2e-6, "Learning rate (after warmup).", POSITIVE)
+    betas: tuple[float, float] = opt((0.0, 0.999), "AdamW betas (Self Forcing uses beta1 = 0).", FRACTION_BELOW_1)
+    weight_decay: float = opt(0.01, "AdamW decoupled weight decay.", NON_NEGATIVE)
+    eps: float = opt(1e-8, "AdamW epsilon.", POSITIVE)
+    grad_clip: float = opt(
+        10.0, "Clip the global gradient norm to this value (0 = no clipping; norm still logged).", NON_NEGATIVE)
+    warmup_steps: int = opt(0, "Linear learning-rate warmup over this many updates of this network.", NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
@@ -92,14 +129,14 @@ class OptimConfig:
         1, "Gradient accumulation: split each rank's batch (data.batch_size / ranks) into this many equal "
            "micro-batches, one forward + backward each (activations of one micro-batch at a time), the loss "
            "averaged over them, then one optimiser step. Equals one step on the whole batch when the loss is "
-           "a per-sample mean and random draws are per sample. Must divide data.batch_size / ranks.")
+           "a per-sample mean and random draws are per sample. Must divide data.batch_size / ranks.", AT_LEAST_1)
 
 
 @dataclass(frozen=True)
 class EMAConfig:
     enabled: bool = opt(True, "Keep an exponential moving average of the trained network (exported by default).")
-    decay: float = opt(0.99, "EMA decay per update.")
-    start_step: int = opt(200, "Before this step the EMA copies the weights; from it on it averages.")
+    decay: float = opt(0.99, "EMA decay per update.", FRACTION)
+    start_step: int = opt(200, "Before this step the EMA copies the weights; from it on it averages.", NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
@@ -109,11 +146,11 @@ class DataConfig:
         "'ode_pairs' (ode-pairs output).")
     path: str = opt("", "Dataset folder (latents, ode_pairs) or prompt file (.txt one per line, or .jsonl "
                     "with 'prompt').")
-    batch_size: int = opt(1, "Global batch size per step, split evenly over the ranks.")
+    batch_size: int = opt(1, "Global batch size per step, split evenly over the ranks.", AT_LEAST_1)
     shuffle: bool = opt(True, "Reshuffle every epoch (deterministic from run.seed and the epoch).")
     latent_shape: tuple[int, ...] = opt(
         (), "[T, H, W] latent frames/height/width of generated clips for 'prompts' data; latent datasets give "
-        "their own (a value here must then match).")
+        "their own (a value here must then match).", AT_LEAST_1)
 
 
 @dataclass(frozen=True)
@@ -124,22 +161,24 @@ class TextConfig:
         "(embeddings .safetensors from build-latents) or 'callable' (path 'module:factory' returning an encoder).")
     path: str = opt("", "'salt': the text encoder .safetensors; 'file': the embeddings file; "
                     "'callable': 'package.module:factory'.")
-    max_tokens: int = opt(16, "'hash': tokens per prompt (longer prompts are cut, shorter zero-padded).")
+    max_tokens: int = opt(16, "'hash': tokens per prompt (longer prompts are cut, shorter zero-padded).", AT_LEAST_1)
     negative_prompt: str = opt("", "Negative prompt of the teacher's CFG (DMD) and the unconditional input of "
                                "teacher pre-training.")
 
 
 @dataclass(frozen=True)
 class GridConfig:
-    shift: float = opt(5.0, "Flow shift s of the noise grid (Self Forcing: 5).")
+    shift: float = opt(5.0, "Flow shift s of the noise grid (Self Forcing: 5).", POSITIVE)
     timesteps: tuple[float, ...] = opt(
-        (1000.0, 750.0, 500.0, 250.0), "The student's few-step grid, un-shifted 0..1000 (exported as its default).")
+        (1000.0, 750.0, 500.0, 250.0), "The student's few-step grid, un-shifted 0..1000 (exported as its default).",
+        TIMESTEP_ABOVE_0)
     step_counts: tuple[int, ...] = opt(
-        (8, 4, 2), "Step counts K sampled for SC-DMD and mixed-step caches; grids are uniform(K) warped by shift.")
+        (8, 4, 2), "Step counts K sampled for SC-DMD and mixed-step caches; grids are uniform(K) warped by shift.",
+        AT_LEAST_1)
     step_probs: tuple[float, ...] = opt(
         (), "Probability of each entry of grid.step_counts (Salt's release: [0.4, 0.4, 0.2] for 8/4/2, one draw "
             "and one exit index per iteration); empty = uniform. For losses.draw_step_list; the training commands "
-            "do not read it yet.")
+            "do not read it yet.", NON_NEGATIVE)
     transition: Literal["renoise", "ode"] = opt("renoise", "How the student moves between grid levels: renoise (fresh noise on x0) or ode.")
     integer_timesteps: bool = opt(False, "Truncate model timesteps to integers (official Wan convention).")
 
@@ -152,34 +191,36 @@ class GridConfig:
 class FlowConfig:
     t_sampling: Literal["uniform", "logit_normal"] = opt(
         "logit_normal", "How `teacher` pre-training draws sigma before the shift.")
-    shift: float = opt(3.0, "Shift applied to the drawn sigma during pre-training.")
+    shift: float = opt(3.0, "Shift applied to the drawn sigma during pre-training.", POSITIVE)
     ar_mode: Literal["teacher_forcing", "diffusion_forcing"] = opt(
         "teacher_forcing", "Causal teacher: clean context (teacher forcing) or noisy per-chunk context "
         "(diffusion forcing), one pass with a block-causal frame mask of ar.cache.")
-    cond_dropout: float = opt(0.1, "Probability of replacing a prompt by the negative prompt (trains CFG).")
-    sample_steps: int = opt(50, "Default sampling steps written into the exported teacher.")
+    cond_dropout: float = opt(
+        0.1, "Probability of replacing a prompt by the negative prompt (trains CFG).", FRACTION_BELOW_1)
+    sample_steps: int = opt(50, "Default sampling steps written into the exported teacher.", AT_LEAST_1)
 
 
 @dataclass(frozen=True)
 class DMDConfig:
-    guidance_scale: float = opt(3.0, "Teacher CFG x_c + s*(x_c - x_neg) (Self Forcing: 3.0, i.e. w = 4; 0 = none).")
-    t_min: float = opt(20.0, "Smallest DMD / critic timestep (on the shifted 0..1000 scale).")
-    t_max: float = opt(980.0, "Largest DMD / critic timestep.")
-    student_every: int = opt(5, "Update the student every N steps; the critic is updated every step.")
+    guidance_scale: float = opt(
+        3.0, "Teacher CFG x_c + s*(x_c - x_neg) (Self Forcing: 3.0, i.e. w = 4; 0 = none).", NON_NEGATIVE)
+    t_min: float = opt(20.0, "Smallest DMD / critic timestep (on the shifted 0..1000 scale).", TIMESTEP)
+    t_max: float = opt(980.0, "Largest DMD / critic timestep.", TIMESTEP)
+    student_every: int = opt(5, "Update the student every N steps; the critic is updated every step.", AT_LEAST_1)
     exit_step: Union[Literal["random"], int] = opt(
-        "random", "Grid step whose forward carries gradient: 'random' (Self Forcing) or a step index.")
+        "random", "Grid step whose forward carries gradient: 'random' (Self Forcing) or a step index.", NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
 class SCConfig:
-    weight: float = opt(1.0, "lambda_SC, weight of the self-consistency loss (sc-dmd, salt-ar).")
+    weight: float = opt(1.0, "lambda_SC, weight of the self-consistency loss (sc-dmd, salt-ar).", NON_NEGATIVE)
     stop_grad: Literal["composed", "direct"] = opt(
         "composed", "Which path is the (stop-gradient) target: the composed two-step path or the direct step.")
     normalise: Literal["displacement", "none"] = opt(
         "displacement", "Divide by sg(|x_e^2 - x_ts|^2 + eps) ('displacement') or not.")
     transition: Literal["student", "renoise", "ode"] = opt(
         "student", "Transition inside Psi: 'student' = grid.transition.")
-    eps: float = opt(1e-6, "Epsilon of the displacement normalisation.")
+    eps: float = opt(1e-6, "Epsilon of the displacement normalisation.", POSITIVE)
     form: Literal["semigroup", "endpoint", "average_velocity"] = opt(
         "semigroup", "'semigroup': our form (stop_grad / normalise / transition above); 'endpoint': Salt's released "
         "form, Euler endpoints x_s − Δt·v₁ vs sg(x_m − Δt₂·v₂), weight 1 − t_s/1000; 'average_velocity': its "
@@ -188,53 +229,57 @@ class SCConfig:
     time_rule: Literal["segments", "half"] = opt(
         "segments", "Released forms: how (t_m, t_e) are drawn from the step list: 'segments' (t_e one of the two "
         "largest segment boundaries below the next step, t_m a list point between) or 'half' (streaming rule).")
-    num_segments: int = opt(4, "Released 'segments' rule: segments of the step list (release: 4).")
+    num_segments: int = opt(4, "Released 'segments' rule: segments of the step list (release: 4).", AT_LEAST_1)
     step_counts: tuple[int, ...] = opt(
         (), "Released forms: SC only when the drawn K is one of these (release: [8]); empty = every K. Not read "
-            "by the training commands yet.")
+            "by the training commands yet.", AT_LEAST_1)
 
 
 @dataclass(frozen=True)
 class ARConfig:
-    chunk_frames: int = opt(3, "Latent frames per chunk of causal networks (Self Forcing: 3; frame-wise: 1).")
+    chunk_frames: int = opt(
+        3, "Latent frames per chunk of causal networks (Self Forcing: 3; frame-wise: 1).", AT_LEAST_1)
     cache: CachePolicy = opt(CachePolicy(), "KV-cache memory policy used in training: kind (full, window, "
                              "sink_window), window_frames, sink_frames, max_frames, positions, context_t.")
     cache_step_counts: tuple[int, ...] = opt(
-        (8, 4, 2), "K drawn per previous chunk when rolling out the cache (mixed-quality caches).")
-    fa_weight: float = opt(1.0, "lambda_FA, weight of the cache-conditioned feature alignment (0 = off).")
-    fa_layers: tuple[int, ...] = opt((), "Block indices whose outputs are aligned (empty = none).")
+        (8, 4, 2), "K drawn per previous chunk when rolling out the cache (mixed-quality caches).", AT_LEAST_1)
+    fa_weight: float = opt(1.0, "lambda_FA, weight of the cache-conditioned feature alignment (0 = off).", NON_NEGATIVE)
+    fa_layers: tuple[int, ...] = opt((), "Block indices whose outputs are aligned (empty = none).", NON_NEGATIVE)
     fa_x0: bool = opt(True, "Also align the predicted x0 of the current chunk.")
-    fa_low_steps: int = opt(2, "K of the rollout that builds the low-quality cache C_low.")
-    fa_high_steps: int = opt(8, "K of the rollout that builds the high-quality reference cache C_high.")
+    fa_low_steps: int = opt(2, "K of the rollout that builds the low-quality cache C_low.", AT_LEAST_1)
+    fa_high_steps: int = opt(8, "K of the rollout that builds the high-quality reference cache C_high.", AT_LEAST_1)
 
 
 @dataclass(frozen=True)
 class TRDConfig:
     weight: float = opt(0.0, "λ of Salt's released token-relation (Gram) alignment, TRD (release: 0.1; 0 = off). "
                              "losses.gram_alignment_term; `plan` reads the trd section, the training commands "
-                             "do not run TRD yet.")
-    block: int = opt(20, "Teacher block whose output tokens are compared (0-based; release: 20 of the 14B's 40).")
-    margin: float = opt(0.1, "ReLU(|ΔG| − margin): Gram differences below it cost nothing.")
+                             "do not run TRD yet.", NON_NEGATIVE)
+    block: int = opt(20, "Teacher block whose output tokens are compared (0-based; release: 20 of the 14B's 40).",
+                     NON_NEGATIVE)
+    margin: float = opt(0.1, "ReLU(|ΔG| − margin): Gram differences below it cost nothing.", NON_NEGATIVE)
     t_low: int = opt(0, "Feature pass level: integers drawn from [t_low, t_high) on the un-shifted 0..1000 scale, "
-                        "then warped by grid.shift and clamped to dmd.t_min..t_max.")
-    t_high: int = opt(200, "Upper end (exclusive) of the feature-pass level draw.")
-    start_step: int = opt(0, "First trainer step with TRD (release: 1000 SF, 700 CF, 1200 LL).")
+                        "then warped by grid.shift and clamped to dmd.t_min..t_max.", TIMESTEP)
+    t_high: int = opt(200, "Upper end (exclusive) of the feature-pass level draw.", TIMESTEP)
+    start_step: int = opt(0, "First trainer step with TRD (release: 1000 SF, 700 CF, 1200 LL).", NON_NEGATIVE)
     reference_pairs: tuple[tuple[int, int], ...] = opt(
         ((2, 4),), "(student K, reference K): draws of K get a no-grad reference rollout with more steps, its own "
-                   "cache, same initial noise (release: [[2, 4]], and never for exit index 0).")
+                   "cache, same initial noise (release: [[2, 4]], and never for exit index 0).", AT_LEAST_1)
     noise_mode: Literal["independent", "noise_aligned_a", "noise_aligned_b"] = opt(
         "independent", "Reference moves: 'independent' (fresh noise), 'noise_aligned_a' (the student's draw of the "
         "segment), 'noise_aligned_b' (the student's draw at its levels, ODE steps between); losses.reference_path.")
-    first_frames: int = opt(0, "Compare only the first N latent frames (0 = all; release: all).")
+    first_frames: int = opt(0, "Compare only the first N latent frames (0 = all; release: all).", NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
 class ODEConfig:
     output: str = opt("", "ode-pairs output folder ('' = <run.output_dir>/ode_pairs); ode-init reads data.path.")
-    teacher_steps: int = opt(48, "Teacher ODE steps for ode-pairs (the student grid is inserted into this grid).")
-    guidance_scale: float = opt(3.0, "Teacher CFG while generating pairs, x_c + s*(x_c - x_neg) (0 = none).")
-    num_samples: int = opt(64, "Trajectories to generate (prompts cycle through the dataset).")
-    samples_per_shard: int = opt(64, "Samples per safetensors shard on disk.")
+    teacher_steps: int = opt(
+        48, "Teacher ODE steps for ode-pairs (the student grid is inserted into this grid).", AT_LEAST_1)
+    guidance_scale: float = opt(
+        3.0, "Teacher CFG while generating pairs, x_c + s*(x_c - x_neg) (0 = none).", NON_NEGATIVE)
+    num_samples: int = opt(64, "Trajectories to generate (prompts cycle through the dataset).", AT_LEAST_1)
+    samples_per_shard: int = opt(64, "Samples per safetensors shard on disk.", AT_LEAST_1)
 
 
 @dataclass(frozen=True)
@@ -254,17 +299,17 @@ class BuildConfig:
     path: str = opt("", "The folder / manifest / callable path of the source.")
     output: str = opt("", "Output dataset folder.")
     vae: str = opt("", "VAE checkpoint (salt_core.checkpoints.load_vae) encoding the clips.")
-    frames: int = opt(0, "Pixel frames per clip, 4k+1 (0 = the longest 4k+1 prefix of each clip).")
-    limit: int = opt(0, "Stop after this many clips (0 = all; 'random': the sample count, default 16).")
-    latent_shape: tuple[int, ...] = opt((16, 3, 4, 4), "'random': per-sample latent shape [C, T, H, W].")
-    samples_per_shard: int = opt(64, "Samples per safetensors shard on disk.")
+    frames: int = opt(0, "Pixel frames per clip, 4k+1 (0 = the longest 4k+1 prefix of each clip).", NON_NEGATIVE)
+    limit: int = opt(0, "Stop after this many clips (0 = all; 'random': the sample count, default 16).", NON_NEGATIVE)
+    latent_shape: tuple[int, ...] = opt((16, 3, 4, 4), "'random': per-sample latent shape [C, T, H, W].", AT_LEAST_1)
+    samples_per_shard: int = opt(64, "Samples per safetensors shard on disk.", AT_LEAST_1)
 
 
 @dataclass(frozen=True)
 class WorldClipsConfig:
-    frames: int = opt(17, "Pixel frames per world clip, 4k+1 (16 fps).")
-    height: int = opt(64, "Clip height in pixels (a multiple of 8).")
-    width: int = opt(64, "Clip width in pixels (a multiple of 8).")
+    frames: int = opt(17, "Pixel frames per world clip, 4k+1 (16 fps).", AT_LEAST_1)
+    height: int = opt(64, "Clip height in pixels (a multiple of 8).", AT_LEAST_1)
+    width: int = opt(64, "Clip width in pixels (a multiple of 8).", AT_LEAST_1)
     seed: int = opt(0, "Seed of the world's scene stream (training.world.WorldDataset).")
 
 
@@ -277,32 +322,35 @@ class VAETrainConfig:
                 "training clips (training/vae_init.py; the default init starts with a latent that ignores the "
                 "image), 'default' keeps PyTorch's. Ignored when init is set.")
     clips: WorldClipsConfig = opt(WorldClipsConfig(), "Training clips from the synthetic world.")
-    l1_weight: float = opt(1.0, "Weight of the L1 reconstruction loss (pixels in -1..1).")
-    ssim_weight: float = opt(0.2, "Weight of 1 - SSIM (kornia, 7x7 window, per frame).")
+    l1_weight: float = opt(1.0, "Weight of the L1 reconstruction loss (pixels in -1..1).", NON_NEGATIVE)
+    ssim_weight: float = opt(0.2, "Weight of 1 - SSIM (kornia, 7x7 window, per frame).", NON_NEGATIVE)
     object_weight: float = opt(
         0.0, "Extra L1 weight on object pixels (those differing from the clip's background): each pixel weighs "
              "1 + object_weight·mask, normalised by the mean weight. Objects cover ~1-5% of a frame; without it the "
-             "tiny VAE learns the background first and loses the objects in short runs.")
-    kl_weight: float = opt(1e-6, "Weight of the KL divergence of the posterior to N(0, I).")
+             "tiny VAE learns the background first and loses the objects in short runs.", NON_NEGATIVE)
+    kl_weight: float = opt(1e-6, "Weight of the KL divergence of the posterior to N(0, I).", NON_NEGATIVE)
     sample_posterior: bool = opt(False, "Decode a posterior sample mu + sigma·eps (true) or the mean mu (false: "
                                  "converges much faster in short runs; the KL term still bounds mu).")
-    stats_clips: int = opt(64, "Training clips whose posterior means give the per-channel latent mean/std.")
-    eval_clips: int = opt(16, "Held-out clips (split 'heldout') on which the reconstruction PSNR is reported.")
+    stats_clips: int = opt(64, "Training clips whose posterior means give the per-channel latent mean/std.", AT_LEAST_1)
+    eval_clips: int = opt(
+        16, "Held-out clips (split 'heldout') on which the reconstruction PSNR is reported.", NON_NEGATIVE)
     output: str = opt("", "The trained VAE .safetensors ('' = <run.output_dir>/vae.safetensors).")
 
 
 @dataclass(frozen=True)
 class TextTrainConfig:
-    dim: int = opt(64, "Encoder width (salt_core.text.TextEncoderConfig.dim).")
-    num_layers: int = opt(2, "Transformer layers.")
-    num_heads: int = opt(4, "Attention heads.")
-    ffn_dim: int = opt(128, "Feed-forward width.")
-    text_dim: int = opt(32, "Output width = the DiT's text_dim.")
-    max_len: int = opt(32, "Longest prompt in words (0 = the grammar's longest prompt).")
+    dim: int = opt(64, "Encoder width (salt_core.text.TextEncoderConfig.dim).", AT_LEAST_1)
+    num_layers: int = opt(2, "Transformer layers.", AT_LEAST_1)
+    num_heads: int = opt(4, "Attention heads.", AT_LEAST_1)
+    ffn_dim: int = opt(128, "Feed-forward width.", AT_LEAST_1)
+    text_dim: int = opt(32, "Output width = the DiT's text_dim.", AT_LEAST_1)
+    max_len: int = opt(32, "Longest prompt in words (0 = the grammar's longest prompt).", NON_NEGATIVE)
     seed: int = opt(0, "Seed of the world's scene stream for training prompts.")
     paraphrase_weight: float = opt(
-        0.1, "Weight of the paraphrase loss: two prompts of one scene pulled to the same pooled embedding.")
-    eval_prompts: int = opt(512, "Held-out prompts (unseen scene seeds and split 'heldout') for the accuracy report.")
+        0.1, "Weight of the paraphrase loss: two prompts of one scene pulled to the same pooled embedding.",
+        NON_NEGATIVE)
+    eval_prompts: int = opt(
+        512, "Held-out prompts (unseen scene seeds and split 'heldout') for the accuracy report.", AT_LEAST_1)
     output: str = opt("", "The trained encoder .safetensors ('' = <run.output_dir>/text_encoder.safetensors).")
 
 

@@ -12,7 +12,7 @@ from typing import Any, Iterator, Literal, Optional, Sequence
 
 import yaml
 
-from .config import EXTERNAL_DOCS, TrainConfig
+from .config import EXTERNAL_DOCS, Bounds, TrainConfig
 
 # Keys that may change between a run and its resume (they do not change the training trajectory).
 RESUME_SAFE = frozenset({
@@ -149,10 +149,24 @@ def _build(cls, data: dict, prefix: str, where: str):
             base = dataclasses.asdict(f.default) if dataclasses.is_dataclass(f.default) else {}
             value = _deep_merge(base, value)
         kwargs[f.name] = _coerce(value, tp, prefix + f.name, where)
+        _check_bounds(kwargs[f.name], f.metadata.get("bounds"), prefix + f.name, where)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{where}: invalid section {prefix.rstrip('.') or 'top level'!r}: {e}") from None
+
+
+def _check_bounds(value: Any, bounds: Optional[Bounds], key: str, where: str) -> None:
+    """Numbers (each element of a list) against the field's allowed range; words (e.g. 'random') pass."""
+    if bounds is None:
+        return
+    items = enumerate(value) if isinstance(value, tuple) else [(None, value)]
+    for i, v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if not bounds.allows(v):
+            name = key if i is None else f"{key}[{i}]"
+            raise ConfigError(f"{where}: {name} must be {bounds}, got {v!r}")
 
 
 def _deep_merge(base: dict, top: dict) -> dict:

@@ -20,6 +20,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from salt_core.atomic import atomic_write_text
+
 from .checkpoint import (FORMAT, capture_rng, check_resumable, checkpoint_dir, checkpoint_path, latest_checkpoint,
                          load_checkpoint, prune, remove_stale_temps, resolve_checkpoint, restore_rng, save_checkpoint)
 from .config import AdamWConfig, TrainConfig
@@ -94,6 +96,10 @@ def find_resume(cfg: TrainConfig, command: str, config_hash: str) -> Optional[tu
     return path, state
 
 
+class TrainingAborted(RuntimeError):
+    """The run stopped itself (e.g. too many non-finite updates in a row); the checkpoints written so far are intact."""
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, command: str, config_hash: str, task: Task, loader: BatchLoader,
                  ctx: DistContext, resume: Optional[tuple[str, dict]] = None):
@@ -117,8 +123,8 @@ class Trainer:
             os.makedirs(checkpoint_dir(self.out), exist_ok=True)
             for name in remove_stale_temps(checkpoint_dir(self.out)):
                 print(f"removed an unfinished checkpoint write: {name}", file=sys.stderr)
-            with open(os.path.join(self.out, "config.yaml"), "w", encoding="utf-8") as f:
-                f.write(f"# {command} (config hash {config_hash})\n" + dump_yaml(cfg))
+            text = f"# {command} (config hash {config_hash})\n" + dump_yaml(cfg)
+            atomic_write_text(os.path.join(self.out, "config.yaml"), text)
         self.logger = MetricsLogger(self.out, enabled=ctx.is_main, tensorboard=cfg.run.tensorboard,
                                     resume_step=self.start_step if resume else None)
 
@@ -218,7 +224,7 @@ class Trainer:
                   "update skipped", file=sys.stderr)
         limit = self.cfg.run.max_consecutive_skips
         if self.consecutive_skips >= limit:
-            raise RuntimeError(f"{self.consecutive_skips} consecutive updates were skipped for non-finite values "
+            raise TrainingAborted(f"{self.consecutive_skips} consecutive updates were skipped for non-finite values "
                                f"(run.max_consecutive_skips={limit}); lower the learning rate or check the data")
 
     # ---- the loop ---------------------------------------------------------------------------------

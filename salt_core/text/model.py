@@ -15,11 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TextEncoderConfig
-from .tokenizer import WordTokenizer
+from .tokenizer import Tokenized, WordTokenizer
 
 
 class UnknownWordsWarning(UserWarning):
     """A prompt had words outside the encoder's vocabulary (they were encoded as <unk>)."""
+
+
+class NoKnownWordsError(ValueError):
+    """A non-blank prompt in which no word is in the encoder's vocabulary: encoding it would give the model an
+    embedding of <unk> tokens only, i.e. an unconditioned video, so it is refused."""
 
 
 class TruncatedPromptWarning(UserWarning):
@@ -76,8 +81,10 @@ class TextEncoder(nn.Module):
         """prompts: B strings -> (emb [B, L, text_dim] on the encoder's device, unknown words per prompt).
         L = config.pad_to when set (zero rows after the words), else the longest prompt.
 
-        Unknown words are encoded as <unk>, returned, and reported with an UnknownWordsWarning."""
-        tok = self.tokenizer(prompts, self.config.max_len)
+        Unknown words are encoded as <unk>, returned (as typed), and reported with an UnknownWordsWarning.
+        A non-blank prompt without any known word raises NoKnownWordsError (it would condition on nothing);
+        a blank prompt ("") is the deliberate unconditional input (all padding) and is accepted."""
+        tok = self.check_prompts(prompts)
         report = {i: u for i, u in enumerate(tok.unknown) if u}
         if report:
             warnings.warn("text encoder: words outside the vocabulary were encoded as <unk>: "
@@ -92,3 +99,18 @@ class TextEncoder(nn.Module):
         if self.config.pad_to > emb.shape[1]:
             emb = F.pad(emb, (0, 0, 0, self.config.pad_to - emb.shape[1]))
         return emb, tok.unknown
+
+    def check_prompts(self, prompts: Sequence[str]) -> Tokenized:
+        """Tokenize, refusing (NoKnownWordsError) a non-blank prompt without any known word. Runs no model."""
+        tok = self.tokenizer(prompts, self.config.max_len)
+        bad = [i for i, (text, n) in enumerate(zip(prompts, tok.known)) if n == 0 and text.strip()]
+        if not bad:
+            return tok
+        i = bad[0]
+        unknown = tok.unknown[i]
+        what = f"{unknown} are not in its vocabulary" if unknown else "it has only punctuation, no words"
+        examples = ", ".join(sorted(self.vocab)[:12])
+        more = f" (and {len(bad) - 1} more prompt(s) like it)" if len(bad) > 1 else ""
+        raise NoKnownWordsError(
+            f"text encoder: prompt {i} {prompts[i]!r} has no word this model knows: {what}{more}; it would give an "
+            f"unconditioned video. The vocabulary has {len(self.vocab)} words, e.g. {examples}")

@@ -15,19 +15,23 @@ def read_prompts(path: str) -> list[str]:
     lines are objects with a "prompt" field."""
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: prompt file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text ({e.reason}); save the prompt file as UTF-8") from None
     prompts: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if path.endswith(".jsonl"):
-                try:
-                    prompts.append(str(json.loads(line)["prompt"]))
-                except (ValueError, KeyError, TypeError):
-                    raise DatasetError(f"{path}:{n}: expected a JSON object with a 'prompt' field") from None
-            else:
-                prompts.append(line)
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if path.endswith(".jsonl"):
+            try:
+                prompts.append(str(json.loads(line)["prompt"]))
+            except (ValueError, KeyError, TypeError):
+                raise DatasetError(f"{path}:{n}: expected a JSON object with a 'prompt' field") from None
+        else:
+            prompts.append(line)
     if not prompts:
         raise DatasetError(f"{path}: no prompts in the file")
     return prompts
@@ -40,6 +44,9 @@ class PromptDataset:
         self.prompts = list(prompts)
         self.encoder = encoder
         self._cache: dict[int, torch.Tensor] = {}
+        check = getattr(encoder, "check", None)
+        if check is not None:  # e.g. a prompt without one known word: refused before any compute
+            check(self.prompts)
 
     def __len__(self) -> int:
         return len(self.prompts)

@@ -17,7 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from salt_core.checkpoints import atomic_write, read_safetensors_header
+from salt_core.atomic import atomic_write, atomic_write_text
+from salt_core.checkpoints import read_safetensors_header
 
 FORMAT = "salt-dataset-v1"
 INDEX = "index.json"
@@ -81,45 +82,38 @@ def write_index(folder: str, kind: str, meta: Optional[dict] = None) -> dict:
         shards.append({"file": name, "count": counts.pop()})
     index = {"format": FORMAT, "kind": kind, "count": sum(s["count"] for s in shards), "fields": fields,
              "shards": shards, "meta": meta or {}}
-    atomic_write(os.path.join(folder, INDEX), lambda tmp: _write_json(tmp, index))
+    atomic_write_text(os.path.join(folder, INDEX), json.dumps(index, indent=1))
     return index
-
-
-def _write_json(path: str, obj) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
 
 
 class ShardDataset:
     """Random access to the samples of a shard folder: item i -> {field: tensor, "prompt": str}."""
 
     def __init__(self, folder: str, kind: Optional[str] = None):
-        index_path = os.path.join(folder, INDEX)
         if not os.path.isdir(folder):
             raise DatasetError(f"{folder}: dataset folder not found")
+        index_path = os.path.join(folder, INDEX)
         if not os.path.exists(index_path):
             raise DatasetError(f"{folder}: no {INDEX}; is this a dataset written by build-latents / ode-pairs?")
-        with open(index_path, encoding="utf-8") as f:
-            index = json.load(f)
-        if index.get("format") != FORMAT:
-            raise DatasetError(f"{index_path}: format {index.get('format')!r}, expected {FORMAT!r}")
+        index = _read_index(index_path)
         if kind is not None and index["kind"] != kind:
             raise DatasetError(f"{folder}: a {index['kind']!r} dataset, but data.kind asks for {kind!r}")
-        for s in index["shards"]:
-            if not os.path.exists(os.path.join(folder, s["file"])):
-                raise DatasetError(f"{folder}: shard {s['file']} listed in {INDEX} is missing")
         if index["count"] < 1:
             raise DatasetError(f"{folder}: the dataset is empty")
         self.folder, self.index = folder, index
         self.kind = index["kind"]
         self.meta: dict = index.get("meta", {})
         self.fields = {k: tuple(v) for k, v in index["fields"].items()}
+        self._prompts: dict[int, list[str]] = {}
+        for n, s in enumerate(index["shards"]):  # every shard checked now, not when a late batch reaches it
+            self._prompts[n] = _check_shard(os.path.join(folder, s["file"]), s["count"], self.fields, index_path)
         self._starts, total = [], 0
         for s in index["shards"]:
             self._starts.append(total)
             total += s["count"]
+        if total != index["count"]:
+            raise DatasetError(f"{index_path}: count {index['count']} but its shards hold {total} samples")
         self._handles: dict[int, object] = {}
-        self._prompts: dict[int, list[str]] = {}
 
     def __len__(self) -> int:
         return self.index["count"]
@@ -133,9 +127,10 @@ class ShardDataset:
     def _open(self, shard: int):
         if shard not in self._handles:
             path = os.path.join(self.folder, self.index["shards"][shard]["file"])
-            handle = safe_open(path, framework="pt", device="cpu")
-            self._handles[shard] = handle
-            self._prompts[shard] = json.loads(handle.metadata().get("prompts", "[]"))
+            try:
+                self._handles[shard] = safe_open(path, framework="pt", device="cpu")
+            except Exception as e:  # changed on disk since the start (safetensors raises its own error types)
+                raise DatasetError(f"{path}: cannot read this shard any more ({e})") from None
         return self._handles[shard]
 
     def __getitem__(self, i: int) -> dict:
@@ -145,3 +140,54 @@ class ShardDataset:
         prompts = self._prompts[shard]
         item["prompt"] = prompts[j] if j < len(prompts) else ""
         return item
+
+
+_INDEX_KEYS = {"format": str, "kind": str, "count": int, "fields": dict, "shards": list}
+
+
+def _read_index(path: str) -> dict:
+    """index.json, checked: valid JSON, our format, the keys with their types, one {file, count} per shard."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            index = json.load(f)
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not a text file (expected the dataset's JSON index)") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); the dataset "
+                           "index is damaged: rebuild the dataset (build-latents / ode-pairs)") from None
+    if not isinstance(index, dict):
+        raise DatasetError(f"{path}: expected a JSON object, got {type(index).__name__}")
+    if index.get("format") != FORMAT:
+        raise DatasetError(f"{path}: format {index.get('format')!r}, expected {FORMAT!r}")
+    for key, kind in _INDEX_KEYS.items():
+        if not isinstance(index.get(key), kind) or isinstance(index.get(key), bool):
+            raise DatasetError(f"{path}: {key!r} must be a {kind.__name__}, got {index.get(key)!r}")
+    for name, shape in index["fields"].items():
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise DatasetError(f"{path}: field {name!r} must have a per-sample shape (a list of sizes), got {shape!r}")
+    for s in index["shards"]:
+        if not (isinstance(s, dict) and isinstance(s.get("file"), str) and isinstance(s.get("count"), int)):
+            raise DatasetError(f"{path}: every entry of 'shards' must be {{\"file\": name, \"count\": n}}, got {s!r}")
+    return index
+
+
+def _check_shard(path: str, count: int, fields: dict[str, tuple], index_path: str) -> list[str]:
+    """A shard's header against the index (present, complete, same fields and count) -> its prompts."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: shard listed in {index_path} is missing")
+    try:
+        infos, meta = read_safetensors_header(path)  # also checks the file holds all the bytes its header names
+    except ValueError as e:
+        raise DatasetError(f"{e}") from None
+    found = {k: tuple(i.shape[1:]) for k, i in infos.items()}
+    counts = {i.shape[0] for i in infos.values() if i.shape}
+    if found != fields or counts != {count}:
+        raise DatasetError(f"{path}: holds {sorted(counts)} samples of fields {found}; {index_path} lists {count} "
+                           f"samples of {fields}")
+    try:
+        prompts = json.loads(meta.get("prompts", "[]"))
+    except json.JSONDecodeError:
+        raise DatasetError(f"{path}: damaged 'prompts' metadata (not JSON)") from None
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        raise DatasetError(f"{path}: the 'prompts' metadata must be a list of strings")
+    return prompts

@@ -15,13 +15,14 @@ import hashlib
 import importlib
 import json
 import os
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from salt_core.checkpoints import atomic_write
+from salt_core.atomic import atomic_write
+from salt_core.checkpoints import read_safetensors_header
 
 
 class TextEncoder(Protocol):
@@ -50,6 +51,9 @@ class FileTextEncoder:
     def __init__(self, path: str):
         if not os.path.exists(path):
             raise FileNotFoundError(f"text.path {path!r}: embeddings file not found")
+        infos, _ = read_safetensors_header(path)  # a damaged or truncated file: CheckpointError naming it
+        if "context" not in infos:
+            raise ValueError(f"{path}: not a text-embeddings file (no 'context' tensor; it has {sorted(infos)[:5]})")
         with safe_open(path, framework="pt", device="cpu") as f:
             prompts = json.loads(f.metadata().get("prompts", "[]"))
             ctx = f.get_tensor("context")
@@ -67,10 +71,16 @@ class FileTextEncoder:
 
 
 class _Adapter:
-    """Any `encode(prompts)` method or callable returning [B, L, D], or ([B, L, D], extras) -> [B, L, D]."""
+    """Any `encode(prompts)` method or callable returning [B, L, D], or ([B, L, D], extras) -> [B, L, D];
+    `check(prompts)`, when given, refuses prompts the encoder cannot use before any compute."""
 
-    def __init__(self, fn: Callable):
+    def __init__(self, fn: Callable, check: Optional[Callable] = None):
         self._fn = fn
+        self._check = check
+
+    def check(self, prompts: Sequence[str]) -> None:
+        if self._check is not None:
+            self._check(list(prompts))
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -99,7 +109,8 @@ def build_text_encoder(cfg, text_dim: int) -> TextEncoder:
     elif cfg.encoder == "salt":
         from salt_core.text import load_text_encoder
 
-        enc = _Adapter(load_text_encoder(cfg.path).eval().encode)
+        salt = load_text_encoder(cfg.path).eval()
+        enc = _Adapter(salt.encode, salt.check_prompts)
     else:
         obj = load_callable(cfg.path, "text.path")()
         enc = _Adapter(obj.encode if hasattr(obj, "encode") else obj)
