@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 import time
 import warnings
@@ -111,21 +110,6 @@ def frames_for(args, model) -> int:
     return frames_for_seconds(args.seconds, args.fps, chunk, limit=MAX_FRAMES)
 
 
-def check_out(path: str) -> None:
-    """Refuse, before sampling, an --out that cannot be written."""
-    target = os.path.abspath(path)
-    if os.path.isdir(target):
-        raise ValueError(f"--out {path!r} is a directory; give a file name such as {os.path.join(path, 'video.mp4')}")
-    parent = os.path.dirname(target)
-    probe = parent
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        raise ValueError(f"--out {path!r}: {probe!r} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {path!r}: no permission to write in {probe!r}")
-
-
 def _load(args, device=None):
     from .pipeline import load_salt_model
 
@@ -135,16 +119,17 @@ def _load(args, device=None):
 def generate(args) -> int:
     import torch
 
+    from .atomic import sigterm_as_interrupt
     from .devices import resolve_device
     from .pipeline import decode_stream, encode_prompt, stream_latents
     from .sampling.settings import describe_trained
     from .vae import check_formats
-    from .video_io import write_mp4
+    from .video_io import check_writable, write_mp4
 
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    check_out(args.out)
+    check_writable(args.out)  # before any model loads: a folder, a read-only place, no space, no ffmpeg
     t0 = time.perf_counter()
     model = _load(args, device)
     for note in model.notes:
@@ -176,7 +161,7 @@ def generate(args) -> int:
     load_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), sigterm_as_interrupt():  # a kill leaves no half-written file, as Ctrl+C
         chunks = (c.latents for c in stream_latents(model, context, width=width, height=height, frames=frames,
                                                     overrides=overrides_from(args), seed=args.seed))
         path, n = write_mp4(args.out, decode_stream(model, vae, chunks), fps=args.fps)
@@ -226,6 +211,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"generate": generate, "info": info, "vocabulary": vocabulary}[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
     except (ValueError, CheckpointError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

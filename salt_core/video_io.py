@@ -193,8 +193,8 @@ def check_writable(path: Union[str, os.PathLike]) -> Path:
     present. Raises a ValueError (a WriteError, also an OSError, but for the name) with one clear line; writes
     nothing."""
     path = Path(path)
+    target = check_target_writable(path)  # a folder, a file in its path, permissions, space: named first
     _check_mp4_name(path)
-    target = check_target_writable(path)
     try:
         ffmpeg_exe()
     except RuntimeError as e:

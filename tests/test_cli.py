@@ -108,7 +108,28 @@ def test_a_length_that_does_not_fill_whole_chunks_names_the_nearest_that_do(tmp_
 
 def test_an_out_path_that_cannot_be_written_is_refused_before_sampling(tmp_path, capsys):
     rc, _, err = run(["generate", "--prompt", "x", "--out", str(tmp_path)], capsys)
-    assert rc == 2 and "is a directory" in err
+    assert rc == 2 and "it is a folder; give a file name" in err
     (tmp_path / "file").write_text("")
     rc, _, err = run(["generate", "--prompt", "x", "--out", str(tmp_path / "file" / "a.mp4")], capsys)
     assert rc == 2 and "is a file, not a folder" in err
+
+
+@needs_default
+def test_sigterm_during_generate_leaves_no_file_and_no_temp(tmp_path):
+    """`kill` takes Ctrl+C's clean path: exit 130, neither the target nor a hidden temp is left."""
+    import signal
+    import time
+
+    out = tmp_path / "long.mp4"
+    cmd = [sys.executable, "-m", "salt_core", "generate", "--prompt", "a red circle moves to the right",
+           "--seconds", "600", "--threads", "1", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(p.name.startswith(".long.") for p in tmp_path.iterdir()):
+        time.sleep(0.05)  # wait until the MP4's temp exists: the write is under way
+    assert any(p.name.startswith(".long.") for p in tmp_path.iterdir()), "generation never started writing"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted: nothing was written" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

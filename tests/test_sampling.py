@@ -224,3 +224,13 @@ def test_ode_transition_is_deterministic_renoise_depends_on_seed_only_through_no
     b = sample_clip(tiny_dit, ctx, latent_shape=shape, walk=Walk(GRID, "ode"), seed=2, noise=noise)
     c = sample_clip(tiny_dit, ctx, latent_shape=shape, walk=Walk(GRID, "renoise"), seed=2, noise=noise)
     assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_a_stream_past_the_rope_table_is_refused_before_its_first_chunk(tiny_dit):
+    calls = []
+    tiny_dit.blocks[0].register_forward_pre_hook(lambda *a: calls.append(1))
+    stream = stream_ar(tiny_dit, torch.randn(1, 5, 32), layout=ChunkLayout(1500, (4, 4), 3), walk=Walk(GRID),
+                       policy=CachePolicy("window", window_frames=6))
+    with pytest.raises(ValueError, match="positions 'absolute' .* up to 1499 .* 1024 positions"):
+        next(stream)
+    assert calls == []

@@ -76,6 +76,9 @@ def stream_ar(
     """Yield the clean latents of each chunk in order; the KV caches live inside the generator.
     prompts: a prompt embedding [B, L, text_dim] or a schedule of PromptSegments (switches at chunk starts)."""
     switches = {s.start_frame: s.context for s in prompt_schedule(prompts, layout)}
+    table = getattr(model.config, "rope_max_positions", None)
+    if table is not None:  # a video that would run past the RoPE table is refused before its first chunk
+        policy.check_length(layout.latent_frames, layout.chunk_frames, table)
     gen = seeded_generator(seed)
     driver = ChunkDriver(model, policy, layout, guidance=guidance)
     shape = layout.chunk_shape(model.config.in_dim)
