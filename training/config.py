@@ -177,8 +177,7 @@ class GridConfig:
         AT_LEAST_1)
     step_probs: tuple[float, ...] = opt(
         (), "Probability of each entry of grid.step_counts (Salt's release: [0.4, 0.4, 0.2] for 8/4/2, one draw "
-            "and one exit index per iteration); empty = uniform. For losses.draw_step_list; the training commands "
-            "do not read it yet.", NON_NEGATIVE)
+            "and one exit index per iteration); empty = uniform.", NON_NEGATIVE)
     transition: Literal["renoise", "ode"] = opt("renoise", "How the student moves between grid levels: renoise (fresh noise on x0) or ode.")
     integer_timesteps: bool = opt(False, "Truncate model timesteps to integers (official Wan convention).")
 
@@ -223,16 +222,16 @@ class SCConfig:
     eps: float = opt(1e-6, "Epsilon of the displacement normalisation.", POSITIVE)
     form: Literal["semigroup", "endpoint", "average_velocity"] = opt(
         "semigroup", "'semigroup': our form (stop_grad / normalise / transition above); 'endpoint': Salt's released "
-        "form, Euler endpoints x_s − Δt·v₁ vs sg(x_m − Δt₂·v₂), weight 1 − t_s/1000; 'average_velocity': its "
-        "streaming form, v₁ vs sg(average velocity), weight (1 − t_s/1000)² (losses.shortcut). The training "
-        "commands run 'semigroup' whatever this says (not wired yet); `plan` reads it.")
+        "form, Euler endpoints x_s − Δt·v₁ vs sg(x_m − Δt₂·v₂), weight 1 − t_s/1000, on every gradient chunk's exit "
+        "forward; 'average_velocity': its streaming form, v₁ vs sg(average velocity), weight (1 − t_s/1000)² "
+        "(losses.shortcut).")
     time_rule: Literal["segments", "half"] = opt(
         "segments", "Released forms: how (t_m, t_e) are drawn from the step list: 'segments' (t_e one of the two "
         "largest segment boundaries below the next step, t_m a list point between) or 'half' (streaming rule).")
     num_segments: int = opt(4, "Released 'segments' rule: segments of the step list (release: 4).", AT_LEAST_1)
     step_counts: tuple[int, ...] = opt(
-        (), "Released forms: SC only when the drawn K is one of these (release: [8]); empty = every K. Not read "
-            "by the training commands yet.", AT_LEAST_1)
+        (), "SC only when the drawn K is one of these (release: [8]); empty = every K.",
+        AT_LEAST_1)
 
 
 @dataclass(frozen=True)
@@ -242,7 +241,12 @@ class ARConfig:
     cache: CachePolicy = opt(CachePolicy(), "KV-cache memory policy used in training: kind (full, window, "
                              "sink_window), window_frames, sink_frames, max_frames, positions, context_t.")
     cache_step_counts: tuple[int, ...] = opt(
-        (8, 4, 2), "K drawn per previous chunk when rolling out the cache (mixed-quality caches).", AT_LEAST_1)
+        (8, 4, 2), "K drawn per previous chunk when rolling out the cache (mixed-quality caches; step_lists "
+                   "'per_chunk').", AT_LEAST_1)
+    step_lists: Literal["per_chunk", "per_rollout"] = opt(
+        "per_chunk", "'per_chunk' (ours): every previous chunk draws its K from ar.cache_step_counts, the current "
+        "chunk's K from grid.step_counts, exits per chunk; 'per_rollout' (Salt's release): ONE K from "
+        "grid.step_counts (with grid.step_probs) and ONE exit index for every chunk of the rollout.")
     fa_weight: float = opt(1.0, "lambda_FA, weight of the cache-conditioned feature alignment (0 = off).", NON_NEGATIVE)
     fa_layers: tuple[int, ...] = opt((), "Block indices whose outputs are aligned (empty = none).", NON_NEGATIVE)
     fa_x0: bool = opt(True, "Also align the predicted x0 of the current chunk.")
@@ -252,9 +256,10 @@ class ARConfig:
 
 @dataclass(frozen=True)
 class TRDConfig:
-    weight: float = opt(0.0, "λ of Salt's released token-relation (Gram) alignment, TRD (release: 0.1; 0 = off). "
-                             "losses.gram_alignment_term; `plan` reads the trd section, the training commands "
-                             "do not run TRD yet.", NON_NEGATIVE)
+    weight: float = opt(0.0, "λ of Salt's released token-relation (Gram) alignment, TRD (release: 0.1; 0 = off; "
+                             "salt-ar with ar.step_lists 'per_rollout'): the student's clip vs a no-grad reference "
+                             "rollout at more steps, compared through the frozen teacher (losses.gram_alignment).",
+                        NON_NEGATIVE)
     block: int = opt(20, "Teacher block whose output tokens are compared (0-based; release: 20 of the 14B's 40).",
                      NON_NEGATIVE)
     margin: float = opt(0.1, "ReLU(|ΔG| − margin): Gram differences below it cost nothing.", NON_NEGATIVE)

@@ -17,10 +17,10 @@ from .denoiser import Denoiser, predict_x0
 from .guidance import NO_GUIDANCE, Guidance
 from .noise import draw, seeded_generator
 from .transitions import TRANSITIONS, check_transition, transition_step
-from .walk import StepEvent, Walk, WalkResult
+from .walk import Move, StepEvent, Walk, WalkResult
 
 __all__ = [
-    "CausalSetup", "ChunkDriver", "ChunkEvent", "ChunkLayout", "ChunkResult", "Denoiser", "Guidance", "NO_GUIDANCE",
+    "CausalSetup", "ChunkDriver", "ChunkEvent", "ChunkLayout", "ChunkResult", "Denoiser", "Guidance", "Move", "NO_GUIDANCE",
     "PromptSegment", "StepEvent", "StepProgress", "StopSampling", "TRANSITIONS", "Walk", "WalkResult",
     "check_transition", "collect_chunks", "draw", "predict_x0", "sample_ar", "sample_clip", "seeded_generator",
     "stream_ar", "transition_step",

@@ -8,20 +8,21 @@ without a graph and each state is detached), and can stop early once what is nee
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Optional
+from typing import Callable, Collection, Optional, Sequence
 
 import torch
 
 from ..schedules import StepGrid
-from .denoiser import Denoiser
+from .denoiser import Denoiser, predict_x0
 from .noise import draw
 from .transitions import check_transition, transition_step
 
 
 @dataclass
 class StepEvent:
-    """What happened at step i: from x (level sigma) via x0 to x_next (level sigma_next, None when the walk
-    stops here). noise: the ε the renoise transition used (None for ode, or where no transition ran)."""
+    """What happened at step i: from x (level sigma) via the flow v and x0 = x − σ·v to x_next (level sigma_next,
+    None when the walk stops here). noise: the ε the renoise transition used (None for ode, or where no
+    transition ran). At the exit step of a walk with grad, v and x0 carry the forward's graph."""
 
     index: int
     steps: int
@@ -32,6 +33,16 @@ class StepEvent:
     noise: Optional[torch.Tensor]
     x_next: Optional[torch.Tensor]
     denoiser: Denoiser
+    v: Optional[torch.Tensor] = None
+
+
+@dataclass(frozen=True)
+class Move:
+    """How one step moves to the next level when a walk is given explicit moves: `kind` "renoise" or "ode";
+    `noise` the ε to re-noise with (None: a fresh draw from the walk's generator)."""
+
+    kind: str
+    noise: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -66,6 +77,7 @@ class Walk:
         grad: bool = False,
         record: Collection[int] = (),
         on_step: Optional[Callable[[StepEvent], None]] = None,
+        moves: Optional[Sequence[Move]] = None,
     ) -> WalkResult:
         """Walk from x [B, C, T, H, W] (the state at the first level).
 
@@ -75,6 +87,8 @@ class Walk:
         record: step indices whose states are kept (detached).
         generator: source of the renoise draws (one per transition into a level above 0).
         on_step: called after every step with its StepEvent.
+        moves: per-step transitions overriding the walk's own (e.g. a reference path that re-uses another walk's
+          noise draws, or takes ODE steps between them); moves[i] leads from level i to level i+1.
         """
         K = self.steps
         exit_step = K - 1 if exit_step is None else int(exit_step)
@@ -83,7 +97,13 @@ class Walk:
         last = exit_step if until is None else max(exit_step, int(until))
         if last >= K:
             raise ValueError(f"step {until} to walk until is outside the grid's steps 0..{K - 1}")
-        if self.transition == "renoise" and last > 0 and generator is None:
+        if moves is not None and len(moves) < last:
+            raise ValueError(f"{len(moves)} moves given for a walk of {last} transitions")
+        kinds = [m.kind for m in moves[:last]] if moves is not None else [self.transition] * last
+        for kind in set(kinds):
+            check_transition(kind)
+        needs_draws = any(k == "renoise" and (moves is None or moves[i].noise is None) for i, k in enumerate(kinds))
+        if needs_draws and generator is None:
             raise ValueError("transition 'renoise' needs a generator for its noise draws")
         outer = torch.is_grad_enabled()
         sig = self.grid.with_terminal()
@@ -94,16 +114,19 @@ class Walk:
             if i in record:
                 states[i] = x
             with torch.set_grad_enabled(outer and grad and i == exit_step):
-                x0 = denoiser.x0(x, sig[i])
+                v = denoiser.velocity(x, sig[i])
+                x0 = predict_x0(x, v, sig[i])
             if i == exit_step:
                 sample = x0
             noise = x_next = None
             if i < last:
-                if self.transition == "renoise" and sig[i + 1] > 0:
-                    noise = draw(x.shape, generator, x.device)
-                x_next = transition_step(x, x0.detach(), sig[i], sig[i + 1], self.transition, noise)
+                kind = kinds[i]
+                if kind == "renoise" and sig[i + 1] > 0:
+                    given = moves[i].noise if moves is not None else None
+                    noise = draw(x.shape, generator, x.device) if given is None else given.to(x)
+                x_next = transition_step(x, x0.detach(), sig[i], sig[i + 1], kind, noise)
             if on_step is not None:
-                on_step(StepEvent(i, K, sig[i], sig[i + 1], x, x0, noise, x_next, denoiser))
+                on_step(StepEvent(i, K, sig[i], sig[i + 1], x, x0, noise, x_next, denoiser, v))
             if x_next is not None:
                 x = x_next
         return WalkResult(sample, exit_step, states)

@@ -22,7 +22,9 @@ from ..losses.dmd import dmd_term
 from ..losses.self_consistency import SCForm, sc_term, sc_triplet
 from ..losses.timesteps import NoiseLevels
 from ..models import build, check_compatible, check_data_fits, checkpoint_config, load_teacher, resolve_config
+from ..rollout.autoregressive import ChunkSteps
 from ..rollout.bidirectional import rollout_bidirectional
+from ..rollout.released import ShortcutProbe
 from ..rollout.common import draw_exit_step, draw_step_count
 from ..seeding import generator
 from ..task import NetSpec
@@ -131,6 +133,25 @@ class DistillTask(StudentTask):
     def walk(self, grid: StepGrid) -> Walk:
         return Walk(grid, self.cfg.grid.transition)
 
+    def draw_steps(self, g_shared: torch.Generator) -> int:
+        """K of this iteration from grid.step_counts (with grid.step_probs when given) — the same on every rank."""
+        g = self.cfg.grid
+        return draw_step_count(g.step_counts, g_shared, weights=g.step_probs or None)
+
+    def sc_on(self, K: int) -> bool:
+        sc = self.cfg.sc
+        return sc.weight > 0 and (not sc.step_counts or K in sc.step_counts)
+
+    @property
+    def released_sc(self) -> bool:
+        """SC in the form of Salt's released code (on the exit forward) rather than ours (a rollout state)."""
+        return self.cfg.sc.form != "semigroup"
+
+    def shortcut_probe(self, chunks, step: int, shared: bool = True) -> ShortcutProbe:
+        sc = self.cfg.sc
+        return ShortcutProbe(chunks, sc.form, sc.time_rule, sc.num_segments, self.term_generator(step, "sc"),
+                             shared=shared)
+
     def noise(self, batch: dict, g: torch.Generator) -> torch.Tensor:
         return draw((batch["context"].shape[0], *self.data.latent_shape), g, self.ctx.device)
 
@@ -142,7 +163,7 @@ class BidirectionalDistill(DistillTask):
         cfg = self.cfg
         if self.command != "sc-dmd":
             return student_grid(cfg), None
-        K = draw_step_count(cfg.grid.step_counts, g_shared)
+        K = self.draw_steps(g_shared)
         return StepGrid.uniform(K, cfg.grid.shift), sc_triplet(K, cfg.grid.shift, g_shared)
 
     def loss(self, phase: str, batch: dict, step: int):
@@ -157,13 +178,21 @@ class BidirectionalDistill(DistillTask):
             with torch.no_grad():
                 roll = rollout_bidirectional(student, noise, self.walk(grid), g, exit_step=exit_step, grad=False)
             return self.critic_loss(roll.x, ctx, g)
+        sc_on = trip is not None and self.sc_on(grid.steps)
+        ours = sc_on and not self.released_sc
+        probe = self.shortcut_probe([ChunkSteps(self.walk(grid), exit_step)], step) if sc_on and not ours else None
         roll = rollout_bidirectional(student, noise, self.walk(grid), g, exit_step=exit_step,
-                                     until=trip.index if trip else None)
+                                     until=trip.index if ours else None,
+                                     on_step=(lambda e: probe(0, e)) if probe is not None else None)
         loss, stats = self.dmd(roll.x, ctx, guidance, self.term_generator(step, "dmd"))
         stats["exit_step"] = exit_step
-        if trip is not None and cfg.sc.weight > 0:
+        sc, sc_stats = None, {}
+        if ours:
             sc, sc_stats = sc_term(student, roll.states[trip.index], trip, transition=self.sc_transition(),
                                    generator=self.term_generator(step, "sc"), form=self.sc_form())
+        elif probe is not None:
+            sc, sc_stats = probe.loss()
+        if sc is not None:
             loss = loss + cfg.sc.weight * sc
             stats.update(sc_stats)
         return loss, stats

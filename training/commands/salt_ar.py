@@ -1,14 +1,18 @@
 """`salt-ar`: Salt for autoregressive students — SC-DMD plus cache-distribution-aware training.
 
 Student phase:
-* Self Forcing rollout of the causal student, chunk by chunk against a KV cache under `ar.cache`;
-  every previous chunk walks a K-step grid with K drawn from `ar.cache_step_counts` (mixed-quality
-  caches), the current (last) chunk the K-step grid of the SC triplet (K from `grid.step_counts`);
-  gradient only on each chunk's exit forward, context passes without gradient.
+* Self Forcing rollout of the causal student, chunk by chunk against a KV cache under `ar.cache`; gradient only
+  on each chunk's exit forward, context passes without gradient. Step lists (`ar.step_lists`): 'per_chunk'
+  (ours) — every previous chunk walks a K-step grid with K drawn from `ar.cache_step_counts` (mixed-quality
+  caches), the current chunk K from `grid.step_counts`; 'per_rollout' (Salt's release) — one K from
+  `grid.step_counts` / `grid.step_probs` and one exit index for every chunk.
 * L_DMD on the whole clip (bidirectional teacher with CFG vs critic);
-* λ_SC·L_SC on the current chunk, from its own rollout state, against the rollout's cache;
-* λ_FA·L_FA: the current chunk's input under C_low (K = ar.fa_low_steps) pulled toward C_high
-  (K = ar.fa_high_steps) on blocks `ar.fa_layers` and/or x̂0 (clips of at least two chunks).
+* λ_SC·L_SC: `sc.form` 'semigroup' (ours) on the current chunk from its own rollout state against the rollout's
+  cache; 'endpoint' / 'average_velocity' (the release's) on every gradient chunk's exit forward;
+* λ_FA·L_FA (ours): the current chunk's input under C_low (K = ar.fa_low_steps) pulled toward C_high
+  (K = ar.fa_high_steps) on blocks `ar.fa_layers` and/or x̂0 (clips of at least two chunks);
+* λ_TRD·L_TRD (the release's, `trd.*`): the clip vs a no-grad reference rollout at more steps, frame Gram matrices
+  of a frozen-teacher block.
 Critic phase: a no-grad rollout, flow denoising loss of the (bidirectional) critic.
 """
 from __future__ import annotations
@@ -20,10 +24,13 @@ from salt_core.schedules import StepGrid
 
 from ..config import TrainConfig
 from ..config_load import ConfigError
+from ..losses.gram_alignment import check_feature_block, gram_alignment_term
+from ..losses.mixed_steps import StepListDraw, reference_steps
 from ..losses.self_consistency import sc_term, sc_triplet
 from ..rollout.autoregressive import plan_chunks, rollout_ar
 from ..rollout.cache_aware import CacheAlignment, cache_alignment_term
-from ..rollout.common import draw_exit_step, draw_step_count, mixed_step_grids
+from ..rollout.common import draw_exit_step, mixed_step_grids
+from ..rollout.released import NoiseRecord, reference_rollout
 from .dmd import DistillTask, run_distill
 
 
@@ -44,12 +51,25 @@ class SaltARTask(DistillTask):
             if bad:
                 raise ConfigError(f"ar.fa_layers {bad} outside the student's blocks 0..{layers - 1}")
         self.chunks = T // a.chunk_frames
+        trd = self.cfg.trd
+        if trd.weight > 0:
+            if a.step_lists != "per_rollout":
+                raise ConfigError("trd.weight > 0 needs ar.step_lists: per_rollout (the reference rollout stops at "
+                                  "the one exit index every chunk shares)")
+            try:
+                check_feature_block(trd.block, self.configs["teacher"].num_layers)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
 
     def rollout_plan(self, g_shared: torch.Generator):
         """(per-chunk walks and exits, SC triplet) — the same on every rank."""
         cfg = self.cfg
-        K = draw_step_count(cfg.grid.step_counts, g_shared)
+        K = self.draw_steps(g_shared)
         trip = sc_triplet(K, cfg.grid.shift, g_shared)
+        if cfg.ar.step_lists == "per_rollout":
+            exit_step = self.exit_step(K, g_shared)
+            grids = [StepGrid.uniform(K, cfg.grid.shift)] * self.chunks
+            return plan_chunks(grids, cfg.grid.transition, exit_steps=[exit_step] * self.chunks), trip
         grids = mixed_step_grids(self.chunks, choices=cfg.ar.cache_step_counts, shift=cfg.grid.shift,
                                  generator=g_shared, current=K)
         exits = [self.exit_step(gr.steps, g_shared) for gr in grids]
@@ -74,15 +94,27 @@ class SaltARTask(DistillTask):
             with torch.no_grad():
                 roll = rollout_ar(setup.driver(noise), noise, chunks, g)
             return self.critic_loss(roll.x, ctx, g)
-        sc_on = cfg.sc.weight > 0
-        roll = rollout_ar(setup.driver(noise), noise, chunks, g, until_last=trip.index if sc_on else None)
+        K = chunks[-1].walk.steps
+        sc_on = self.sc_on(K)
+        ours = sc_on and not self.released_sc
+        probe = self.shortcut_probe(chunks, step, shared=cfg.ar.step_lists == "per_rollout") \
+            if sc_on and not ours else None
+        reference_k = self.reference_steps(chunks, step)
+        noises = NoiseRecord() if reference_k is not None else None
+        hooks = [h for h in (probe, noises) if h is not None]
+        roll = rollout_ar(setup.driver(noise), noise, chunks, g, until_last=trip.index if ours else None,
+                          on_step=(lambda c, e: [h(c, e) for h in hooks]) if hooks else None)
         loss, stats = self.dmd(roll.x, ctx, guidance, self.term_generator(step, "dmd"))
         stats["exit_step_current"] = chunks[-1].exit_step
         stats["cache_steps_mean"] = sum(c.walk.steps for c in chunks[:-1]) / max(1, len(chunks) - 1)
-        if sc_on:
+        sc, sc_stats = None, {}
+        if ours:
             sc, sc_stats = sc_term(roll.current(), roll.chunks[-1].states[trip.index], trip,
                                    transition=self.sc_transition(), generator=self.term_generator(step, "sc"),
                                    form=self.sc_form())
+        elif probe is not None:
+            sc, sc_stats = probe.loss()
+        if sc is not None:
             loss = loss + cfg.sc.weight * sc
             stats.update(sc_stats)
         if cfg.ar.fa_weight > 0 and self.chunks >= 2:
@@ -92,6 +124,32 @@ class SaltARTask(DistillTask):
                 step_index=draw_exit_step(trip.steps, g_shared))  # same on every rank (FSDP: same forwards)
             loss = loss + cfg.ar.fa_weight * fa
             stats.update(fa_stats)
+        if reference_k is not None:
+            trd, trd_stats = self.trd_term(setup, noise, chunks[-1], reference_k, noises, roll.x, ctx, step)
+            loss = loss + cfg.trd.weight * trd
+            stats.update(trd_stats)
+        return loss, stats
+
+    def reference_steps(self, chunks, step: int):
+        """K of the TRD reference rollout this iteration, or None (TRD off, before its start, or not this draw)."""
+        trd = self.cfg.trd
+        if trd.weight <= 0 or step < trd.start_step:
+            return None
+        last = chunks[-1]
+        return reference_steps(StepListDraw(last.walk.steps, last.exit_step), trd.reference_pairs)
+
+    def trd_term(self, setup, noise, plan, reference_k: int, noises, x_student, ctx, step: int):
+        """The released TRD: a no-grad reference rollout at reference_k steps (same generator, same initial noise,
+        its own cache, to the student's exit level), then frame Gram alignment through the frozen teacher."""
+        cfg, trd = self.cfg, self.cfg.trd
+        reference = self.walk(StepGrid.uniform(reference_k, cfg.grid.shift))
+        x_ref = reference_rollout(setup, noise, plan.walk, plan.exit_step, reference, trd.noise_mode, noises,
+                                  self.term_generator(step, "trd-reference"))
+        loss, stats = gram_alignment_term(
+            self.teacher, x_student, x_ref, ctx, block=trd.block, margin=trd.margin, t_low=trd.t_low,
+            t_high=trd.t_high, shift=cfg.grid.shift, first_frames=trd.first_frames or None,
+            generator=self.term_generator(step, "trd"))
+        stats["trd_reference_steps"] = reference_k
         return loss, stats
 
 

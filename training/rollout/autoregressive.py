@@ -8,11 +8,11 @@ gradient), so later chunks see it only through the cache and no gradient crosses
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Collection, Optional, Sequence
+from typing import Callable, Collection, Optional, Sequence
 
 import torch
 
-from salt_core.sampling import ChunkDriver, Denoiser, Walk
+from salt_core.sampling import ChunkDriver, Denoiser, StepEvent, Walk
 from salt_core.schedules import StepGrid
 
 from .common import draw_exit_step
@@ -90,12 +90,14 @@ def rollout_ar(
     *,
     until_last: Optional[int] = None,
     commit_last: bool = False,
+    on_step: Optional[Callable[[int, StepEvent], None]] = None,
 ) -> ARRollout:
     """Generate `noise` [B, C, T, H, W] chunk by chunk with the student behind `driver`, one ChunkSteps per chunk
     (see `plan_chunks`); renoise draws come from `generator` in chunk order.
     until_last: for the last chunk, keep walking (no grad) until this state exists (the SC pair's start).
     commit_last: also commit the last chunk (off: the driver's cache stays the last chunk's context, for SC /
-    feature alignment on the current chunk via `ARRollout.current`)."""
+    feature alignment on the current chunk via `ARRollout.current`).
+    on_step: called as on_step(chunk, event) after every step of every chunk (e.g. the released SC probe)."""
     F = driver.layout.chunk_frames
     n = driver.layout.num_chunks
     if len(chunks) != n:
@@ -105,9 +107,10 @@ def rollout_ar(
         last = c == n - 1
         until = until_last if last else None
         walked = max(plan.exit_step, until if until is not None else plan.exit_step)
+        hook = (lambda e, c=c: on_step(c, e)) if on_step is not None else None
         res = driver.chunk(c, noise[:, :, c * F:(c + 1) * F].float(), plan.walk, generator,
                            commit=not last or commit_last, exit_step=plan.exit_step, until=until, grad=plan.grad,
-                           record=range(walked + 1))
+                           record=range(walked + 1), on_step=hook)
         outs.append(res.sample)
         traces.append(ChunkTrace(c, driver.frames(c), plan.walk.grid, plan.exit_step,
                                  plan.grad and torch.is_grad_enabled(), res.states))
