@@ -56,7 +56,7 @@ def test_released_sc_is_taken_on_every_gradient_chunks_exit_forward(files):
     task, batch = task_of(files, "salt-ar", ar__step_lists="per_rollout", sc__form="endpoint", sc__weight=0.2)
     for step in range(6):
         loss, stats = task.loss("student", batch, step)
-        chunks, _ = task.rollout_plan(task.generators(step, "student")[0])
+        chunks, _ = task.rollout_plan(task.generators(step, "student", batch)[0])
         if chunks[0].exit_step == chunks[0].walk.steps - 1:
             assert "sc_loss" not in stats and loss.item() == pytest.approx(stats["dmd_loss"], rel=1e-6)
             continue
@@ -142,3 +142,19 @@ def test_bidirectional_sc_dmd_takes_the_released_sc_on_its_exit_forward(files):
             assert loss.item() == pytest.approx(stats["dmd_loss"] + 0.5 * stats["sc_loss"], rel=1e-5)
             return
     pytest.fail("no SC term in 6 steps")
+
+
+def test_micro_batches_of_one_step_share_the_step_list_and_draw_their_own_noise(files):
+    """With optim.accumulation, every micro-batch of a step keeps the step's K / exit (one list per iteration)
+    but gets its own noise and DMD level — not the same draws N times over."""
+    from training.trainer import micro_batches
+
+    task, batch = task_of(files, "salt-ar", ar__step_lists="per_rollout", sc__weight=0, grid__step_counts="[4,2]")
+    a, b = micro_batches(batch, 2)
+    plans = [task.rollout_plan(task.generators(3, "student", part)[0])[0] for part in (a, b)]
+    assert [(c.walk.steps, c.exit_step) for c in plans[0]] == [(c.walk.steps, c.exit_step) for c in plans[1]]
+    noises = [task.noise(part, task.generators(3, "student", part)[1]) for part in (a, b)]
+    assert not torch.equal(noises[0], noises[1])
+    _, sa = task.loss("student", a, 3)
+    _, sb = task.loss("student", b, 3)
+    assert sa["exit_step_current"] == sb["exit_step_current"] and sa["dmd_t_mean"] != sb["dmd_t_mean"]

@@ -46,17 +46,21 @@ def check_accumulation(batch_size: int, accumulation: int, world_size: int) -> N
                           f"{world_size * max(accumulation, 1)}")
 
 
+MICRO_BATCH = "micro_batch"  # the index of a micro-batch within its step (absent: the whole batch)
+
+
 def micro_batches(batch: dict, count: int) -> list[dict]:
     """Split a batch {name: tensor [b, ...] or per-sample list} into `count` equal parts along the samples
-    (the batch itself when count is 1)."""
+    (the batch itself when count is 1); each part carries its index as MICRO_BATCH, so tasks that key their
+    random draws by (step, phase, rank) can give each micro-batch its own noise."""
     if count == 1:
         return [batch]
     sizes = {len(v) for v in batch.values() if isinstance(v, (torch.Tensor, list))}
     if len(sizes) != 1 or next(iter(sizes)) % count:
         raise ValueError(f"cannot split a batch with per-sample sizes {sorted(sizes)} into {count} equal parts")
     n = next(iter(sizes)) // count
-    return [{k: v[i * n:(i + 1) * n] if isinstance(v, (torch.Tensor, list)) else v for k, v in batch.items()}
-            for i in range(count)]
+    return [{**{k: v[i * n:(i + 1) * n] if isinstance(v, (torch.Tensor, list)) else v for k, v in batch.items()},
+             MICRO_BATCH: i} for i in range(count)]
 
 
 @dataclass

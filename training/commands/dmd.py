@@ -17,6 +17,7 @@ from salt_core.schedules import StepGrid, timestep_convention
 from ..config import TrainConfig
 from ..config_load import ConfigError
 from ..distributed import DistContext
+from ..trainer import MICRO_BATCH
 from ..losses.critic import flow_denoising_loss
 from ..losses.dmd import dmd_term
 from ..losses.self_consistency import SCForm, sc_term, sc_triplet
@@ -93,15 +94,18 @@ class DistillTask(StudentTask):
         return (["student"] if step % self.cfg.dmd.student_every == 0 else []) + ["critic"]
 
     # ---- helpers ----------------------------------------------------------------------------------
-    def generators(self, step: int, phase: str) -> tuple[torch.Generator, torch.Generator]:
-        """(shared across ranks, this rank's) generators of a phase."""
+    def generators(self, step: int, phase: str, batch: dict) -> tuple[torch.Generator, torch.Generator]:
+        """(shared across ranks and micro-batches, this rank's and this micro-batch's) generators of a phase: with
+        gradient accumulation every micro-batch of a step shares K / exit / SC pair and gets its own noise."""
+        self._own = (self.ctx.rank, batch[MICRO_BATCH]) if batch.get(MICRO_BATCH) else (self.ctx.rank,)
         seed = self.cfg.run.seed
-        return generator(seed, step, phase, "shared"), generator(seed, step, phase, "rank", self.ctx.rank)
+        return generator(seed, step, phase, "shared"), generator(seed, step, phase, "rank", *self._own)
 
     def term_generator(self, step: int, term: str) -> torch.Generator:
-        """This rank's own stream for one loss term ("dmd", "sc", "fa"), so that switching a term on or off (or
-        how far the rollout walks for it) never changes another term's draws: ablations stay paired."""
-        return generator(self.cfg.run.seed, step, "student", term, "rank", self.ctx.rank)
+        """This rank's (and micro-batch's) own stream for one loss term ("dmd", "sc", "fa", "trd"), so that
+        switching a term on or off (or how far the rollout walks for it) never changes another term's draws:
+        ablations stay paired."""
+        return generator(self.cfg.run.seed, step, "student", term, "rank", *self._own)
 
     def contexts(self, batch: dict) -> tuple[torch.Tensor, Guidance]:
         """The batch's prompts [B, L, D] and the teacher's guidance (its negative prompt padded alike)."""
@@ -168,7 +172,7 @@ class BidirectionalDistill(DistillTask):
 
     def loss(self, phase: str, batch: dict, step: int):
         cfg = self.cfg
-        g_shared, g = self.generators(step, phase)
+        g_shared, g = self.generators(step, phase, batch)
         ctx, guidance = self.contexts(batch)
         grid, trip = self.grid_and_triplet(g_shared)
         exit_step = self.exit_step(grid.steps, g_shared)

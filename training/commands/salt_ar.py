@@ -85,7 +85,7 @@ class SaltARTask(DistillTask):
 
     def loss(self, phase: str, batch: dict, step: int):
         cfg = self.cfg
-        g_shared, g = self.generators(step, phase)
+        g_shared, g = self.generators(step, phase, batch)
         ctx, guidance = self.contexts(batch)
         chunks, trip = self.rollout_plan(g_shared)
         noise = self.noise(batch, g)
