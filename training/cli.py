@@ -27,7 +27,7 @@ from .trainer import TrainingAborted
 MODULES = {
     "teacher": "teacher", "ode-pairs": "ode_pairs", "ode-init": "ode_init", "dmd": "dmd", "sc-dmd": "dmd",
     "salt-ar": "salt_ar", "export": "export", "build-latents": "build_latents", "vae": "vae",
-    "text-encoder": "text_encoder",
+    "text-encoder": "text_encoder", "text-cache": "text_cache",
 }
 HELP = {
     "teacher": "flow-matching pre-training of a bidirectional or AR (teacher-forced) model on latent data",
@@ -40,6 +40,7 @@ HELP = {
     "build-latents": "video clips -> VAE latents + text embeddings on disk",
     "vae": "train the tiny video VAE on synthetic-world clips (L1 + SSIM + KL), with latent statistics",
     "text-encoder": "train the tiny text encoder on synthetic-world prompts (attribute heads, paraphrases)",
+    "text-cache": "encode the run's prompts and negative prompt once with umT5 into a prompt cache",
 }
 
 

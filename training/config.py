@@ -14,7 +14,7 @@ from salt_core.kv_cache import CachePolicy
 from salt_core.schedules import TimestepConvention
 
 COMMANDS = ("teacher", "ode-pairs", "ode-init", "dmd", "sc-dmd", "salt-ar", "export", "build-latents", "vae",
-            "text-encoder")
+            "text-encoder", "text-cache")
 
 
 # Documentation of fields of salt_core dataclasses used as config sections.
@@ -155,12 +155,20 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
-    encoder: Literal["hash", "salt", "file", "callable"] = opt(
+    encoder: Literal["hash", "salt", "file", "umt5", "cache", "callable"] = opt(
         "hash", "Text embeddings for prompt datasets and the negative prompt: 'hash' (deterministic per-word "
         "vectors, a stand-in without a text model), 'salt' (salt_core's tiny text encoder checkpoint), 'file' "
-        "(embeddings .safetensors from build-latents) or 'callable' (path 'module:factory' returning an encoder).")
-    path: str = opt("", "'salt': the text encoder .safetensors; 'file': the embeddings file; "
-                    "'callable': 'package.module:factory'.")
+        "(embeddings .safetensors from build-latents), 'umt5' (umT5-XXL, resident; `text-cache` uses it to build "
+        "a cache), 'cache' (a prompt cache from `text-cache`: the encoder never resident) or 'callable' (path "
+        "'module:factory' returning an encoder).")
+    path: str = opt("", "'salt': the text encoder .safetensors; 'file': the embeddings file; 'umt5': the umT5 file "
+                    "(Wan's models_t5_umt5-xxl-enc-bf16.pth, ComfyUI's umt5_xxl_*.safetensors); 'cache': the "
+                    "prompt cache; 'callable': 'package.module:factory'.")
+    tokenizer: str = opt("", "'umt5': the tokenizer (tokenizer.json / spiece.model / their folder); '' = the one "
+                         "inside a ComfyUI umT5 file.")
+    cache_output: str = opt("", "`text-cache`: the prompt cache file it writes.")
+    cache_encoder: str = opt("", "'cache': the encoder the cache must have been made with (e.g. 'umt5-xxl'); "
+                             "'' = any.")
     max_tokens: int = opt(16, "'hash': tokens per prompt (longer prompts are cut, shorter zero-padded).", AT_LEAST_1)
     negative_prompt: str = opt("", "Negative prompt of the teacher's CFG (DMD) and the unconditional input of "
                                "teacher pre-training.")

@@ -6,6 +6,8 @@
   vocabulary are reported by the encoder's warning.
 * `file`: embeddings precomputed to a .safetensors (`context` [N, L, D], metadata `prompts`), e.g. the
   `text_embeddings.safetensors` written by build-latents.
+* `umt5`: umT5-XXL (`salt_core.text.umt5.load_umt5`), resident in memory;
+* `cache`: a prompt cache (training/data/prompt_cache.py, built once by `text-cache`): no encoder resident;
 * `callable`: 'package.module:factory'; factory() returns an object with encode(list[str]) (or a callable)
   -> [B, L, D]. The synthetic world's text encoder plugs in here.
 """
@@ -106,6 +108,15 @@ def build_text_encoder(cfg, text_dim: int) -> TextEncoder:
         raise ValueError(f"text.encoder is {cfg.encoder!r} but text.path is empty")
     elif cfg.encoder == "file":
         enc = FileTextEncoder(cfg.path)
+    elif cfg.encoder == "cache":
+        from .prompt_cache import PromptCache
+
+        enc = PromptCache(cfg.path, expect_encoder=cfg.cache_encoder)
+    elif cfg.encoder == "umt5":
+        from salt_core.text.umt5 import load_umt5
+
+        umt5 = load_umt5(cfg.path, cfg.tokenizer or None)
+        enc = _Adapter(lambda prompts: umt5.encode(prompts)[0])
     elif cfg.encoder == "salt":
         from salt_core.text import load_text_encoder
 
