@@ -162,8 +162,8 @@ class LayerKV:
         s0 = plan.scratch_start * T
         if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
             # Out of place under autograd: the buffers are never part of a graph.
-            keys = torch.cat([self.k[:, :, :s0], k_rot], dim=2)
-            values = torch.cat([self.v[:, :, :s0], v], dim=2)
+            keys = torch.cat([self.k[:, :, :s0].to(k_rot.dtype), k_rot], dim=2)
+            values = torch.cat([self.v[:, :, :s0].to(v.dtype), v], dim=2)
             if plan.commit_slots is not None:
                 raise RuntimeError("committing to the KV cache must run without gradient (a context pass)")
             return attn(q, keys, values, None)
@@ -172,7 +172,8 @@ class LayerKV:
         self.v[:, :, s0:s1] = v
         if self.k_raw is not None:
             self.k_raw[:, :, s0:s1] = k
-        out = attn(q, self.k[:, :, :s1], self.v[:, :, :s1], None)
+        # a cache kept in another dtype than the computation (bf16 caches of an fp32 model) is read in q's dtype
+        out = attn(q, self.k[:, :, :s1].to(q.dtype), self.v[:, :, :s1].to(q.dtype), None)
         if plan.commit_slots is not None:
             self._commit(plan, T)
         return out

@@ -372,6 +372,9 @@ class DistributedConfig:
     strategy: Literal["ddp", "fsdp"] = opt(
         "ddp", "'ddp': replicated networks, gradients all-reduced; 'fsdp': parameters sharded (FSDP2) for big models.")
     backend: Literal["auto", "gloo", "nccl"] = opt("auto", "Process-group backend ('auto': nccl on CUDA, gloo on CPU).")
+    offload_teacher: bool = opt(False, "fsdp: keep the frozen teacher's (sharded) weights in CPU memory, gathered to "
+                                "the GPU block by block for each forward (FSDP2 CPUOffloadPolicy): frees the 14B "
+                                "teacher's GPU share at the cost of PCIe traffic per teacher forward.")
 
 
 @dataclass(frozen=True)

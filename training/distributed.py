@@ -166,20 +166,23 @@ def shard_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return distribute_tensor(value.to(like.device_mesh.device_type), like.device_mesh, like.placements)
 
 
-def shard_module(model: nn.Module, ctx: DistContext) -> nn.Module:
+def shard_module(model: nn.Module, ctx: DistContext, *, offload: bool = False) -> nn.Module:
     """FSDP2 on every transformer block (and its cross-attention, whose `context_kv` is called outside the
     block's forward) under a root that ignores the small top-level modules (kept replicated). The causal
-    entry points `forward_chunk` / `set_prompt` are registered so they gather parameters like `forward`."""
-    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+    entry points `forward_chunk` / `set_prompt` are registered so they gather parameters like `forward`.
+    offload: the shards live in CPU memory and are copied to the device per forward (CPUOffloadPolicy; for a
+    frozen network: no gradients or optimiser states to keep beside them)."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard, register_fsdp_forward_method
 
     if not ctx.enabled:
         return model
+    kw = {"offload_policy": CPUOffloadPolicy(pin_memory=torch.cuda.is_available())} if offload else {}
     for block in model.blocks:
-        fully_shard(block.cross_attn)
+        fully_shard(block.cross_attn, **kw)
         register_fsdp_forward_method(block.cross_attn, "context_kv")
-        fully_shard(block)
+        fully_shard(block, **kw)
     top = {p for name, p in model.named_parameters() if not name.startswith("blocks.")}
-    fully_shard(model, ignored_params=top)
+    fully_shard(model, ignored_params=top, **kw)
     for method in ("forward_chunk", "set_prompt"):
         register_fsdp_forward_method(model, method)
     return model

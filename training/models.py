@@ -114,7 +114,9 @@ def frozen(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def load_teacher(path: str, config: DiTConfig, device) -> WanDiT:
-    """The frozen teacher (fp32; autocast handles bf16 on CUDA)."""
+def load_teacher(path: str, config: DiTConfig, device, *, gradient_checkpointing: bool = False) -> WanDiT:
+    """The frozen teacher (fp32; autocast handles bf16 on CUDA). gradient_checkpointing recomputes its blocks in
+    backward when a loss differentiates through it (TRD), instead of keeping their activations."""
     model, _ = load_dit(path, device=device, dtype=torch.float32, config=config)
+    model.gradient_checkpointing = gradient_checkpointing
     return frozen(model)

@@ -6,8 +6,8 @@ files exist, presets otherwise: no weights are read), so parameter counts are ex
 by salt_core's own KVCache on the meta device; activations come from `plan_activations`. What our trainer
 keeps, per GPU (FSDP shards the transformer blocks over the GPUs, embeddings and head stay replicated):
 
-* weights fp32 for every network (the trained ones are their own fp32 master copy: there is no second,
-  low-precision copy to keep; the frozen teacher is fp32 too), optionally the teacher offloaded to the CPU;
+* weights fp32 for the trained networks (their own fp32 master copy: there is no second, low-precision copy to
+  keep); the frozen teacher in bf16 under bf16 autocast (fp32 otherwise), optionally offloaded to the CPU;
 * AdamW: 2 fp32 states per trained weight (exp_avg, exp_avg_sq); EMA: one fp32 shadow of the student;
 * per update phase: the gradients of the network being trained, the activations autograd saves for its
   graph-carrying forwards, the KV caches of causal rollouts, bf16 weight copies made by autocast, and the
@@ -170,15 +170,19 @@ def _tokens(c: DiTConfig, latent: tuple[int, int, int]) -> tuple[int, int, int]:
     return T // pt, (H // ph) * (W // pw), H * W
 
 
-def kv_cache_bytes(c: DiTConfig, cfg: TrainConfig, batch: int, latent: tuple[int, int, int]) -> float:
+def kv_cache_bytes(c: DiTConfig, cfg: TrainConfig, batch: int, latent: tuple[int, int, int],
+                   bf16: bool = False) -> float:
     """A causal rollout's KV cache after every chunk is committed (salt_core.KVCache on meta), plus the
-    prompt's cross-attention K/V, in the model's dtype (fp32 in our trainer)."""
+    prompt's cross-attention K/V: bf16 under bf16 autocast (the trainer sets the student's cache_dtype), else
+    the model's fp32."""
     chunk = cfg.ar.chunk_frames
-    cache = meta_model(c).new_cache(cfg.ar.cache, batch=batch, latent_hw=latent[1:], chunk_frames=chunk)
+    model = meta_model(c)
+    model.cache_dtype = torch.bfloat16 if bf16 else None
+    cache = model.new_cache(cfg.ar.cache, batch=batch, latent_hw=latent[1:], chunk_frames=chunk)
     for _ in range(0, latent[0], chunk):  # what plan() + finish() do to the buffers, without the RoPE tables
         cache._ensure_slots(cache.valid_frames + chunk)
         cache.committed += chunk
-    return cache.memory_bytes() + FP32 * 2 * c.num_layers * batch * c.text_len * c.dim
+    return cache.memory_bytes() + (2 if bf16 else FP32) * 2 * c.num_layers * batch * c.text_len * c.dim
 
 
 # ---- the estimate --------------------------------------------------------------------------------
@@ -242,7 +246,9 @@ class _Estimate:
 
     def static(self) -> dict[str, float]:
         t, s, k = self.nets["teacher"], self.nets["student"], self.nets["critic"]
-        out = {"weights teacher (fp32, frozen)": 0.0 if self.o.offload_teacher else self.sharded(t, FP32),
+        teacher_bytes = 2 if self.bf16 else FP32  # the frozen teacher is kept in bf16 under bf16 autocast
+        out = {f"weights teacher ({'bf16' if self.bf16 else 'fp32'}, frozen)":
+               0.0 if self.o.offload_teacher else self.sharded(t, teacher_bytes),
                "weights student (fp32 = master)": self.sharded(s, FP32),
                "weights critic (fp32 = master)": self.sharded(k, FP32),
                "AdamW student (2 fp32 states)": self.sharded(s, 2 * FP32),
@@ -266,7 +272,8 @@ class _Estimate:
             shapes = self.chunk_shapes()
             current = shapes[-1]
             p.activations["student chunk exit forwards"] = sum(self.graph(s, sh) for sh in shapes)
-            p.items["KV cache of the rollout"] = kv_cache_bytes(s.config, cfg, self.b, tuple(cfg.data.latent_shape))
+            p.items["KV cache of the rollout"] = kv_cache_bytes(s.config, cfg, self.b, tuple(cfg.data.latent_shape),
+                                                                self.bf16)
             if cfg.ar.fa_weight > 0 and len(shapes) >= 2:
                 p.activations["feature alignment (current chunk, C_low)"] = self.graph(s, current)
                 p.items["KV caches C_low + C_high"] = 2 * p.items["KV cache of the rollout"]
@@ -281,7 +288,9 @@ class _Estimate:
         p.transient["block recompute + backward"] = self.backward(s, current)
         p.transient["FSDP gather (2 blocks)"] = max(self.gather(t), self.gather(s))
         if cfg.trd.weight > 0:
-            p.activations["TRD: frozen teacher forward with input gradient"] = self.graph(t, self.clip)
+            # the teacher stops after the feature block (features_only): the later blocks never run
+            share = (cfg.trd.block + 1) / t.config.num_layers
+            p.activations["TRD: frozen teacher forward with input gradient"] = share * self.graph(t, self.clip)
             if self.bf16 and not self.ckpt["teacher"]:
                 p.items["TRD: bf16 weight copies the teacher's linears save"] = 2.0 * t.block_params
             p.transient["block recompute + backward"] = max(p.transient["block recompute + backward"],
@@ -299,7 +308,7 @@ class _Estimate:
         if command == "salt-ar":
             current = self.chunk_shapes()[-1]
             p.items["KV cache of the no-grad rollout"] = kv_cache_bytes(s.config, self.cfg, self.b,
-                                                                        tuple(self.cfg.data.latent_shape))
+                                                                        tuple(self.cfg.data.latent_shape), self.bf16)
         p.transient["no-grad forward (rollout)"] = working_bytes(s.config, current, self.bf16)
         p.transient["block recompute + backward"] = self.backward(k, self.clip)
         p.transient["FSDP gather (2 blocks)"] = max(self.gather(k), self.gather(s))
@@ -321,12 +330,9 @@ def plan_memory(cfg: TrainConfig, command: str, options: Options) -> MemoryPlan:
     est = _Estimate(cfg, options, nets, cfg.data.batch_size // options.gpus // accumulation)
     notes = []
     if options.offload_teacher:
-        notes.append("teacher weights on the CPU, two blocks at a time on the GPU (FSDP2 CPUOffloadPolicy; not yet "
-                     "wired into our trainer, which also skips FSDP in a single process): each teacher forward "
-                     "streams the teacher over PCIe")
-    if cfg.trd.weight > 0:
-        notes.append("TRD (trd.weight > 0) is planned as the released code runs it; our commands do not run it yet, "
-                     "and load_teacher does not apply teacher.gradient_checkpointing yet")
+        notes.append("teacher weights on the CPU, two blocks at a time on the GPU (distributed.offload_teacher: "
+                     "FSDP2 CPUOffloadPolicy, under torchrun with 2+ processes): each teacher forward streams the "
+                     "teacher over PCIe")
     if est.shard == 1 and options.gpus > 1:
         notes.append(f"distributed.strategy is {cfg.distributed.strategy!r}: every GPU holds full copies")
     phases = [est.student_phase(command), est.critic_phase(command)]

@@ -19,8 +19,9 @@ def advice(cfg: TrainConfig, command: str, plan: MemoryPlan) -> list[str]:
     if plan.micro_batch > 1:
         acc = cfg.data.batch_size // o.gpus
         tries.append((f"optim.accumulation: {acc} (micro-batch 1)", dataclasses.replace(o, accumulation=acc), cfg))
-    if not o.offload_teacher:
-        tries.append(("the frozen teacher offloaded to the CPU", dataclasses.replace(o, offload_teacher=True), cfg))
+    if not o.offload_teacher and o.gpus > 1 and cfg.distributed.strategy == "fsdp":
+        tries.append(("distributed.offload_teacher: true (its FSDP shards in CPU memory)",
+                      dataclasses.replace(o, offload_teacher=True), cfg))
     if cfg.distributed.strategy != "fsdp" and o.gpus > 1:
         fsdp = dataclasses.replace(cfg, distributed=dataclasses.replace(cfg.distributed, strategy="fsdp"))
         tries.append(("distributed.strategy: fsdp", o, fsdp))
@@ -31,16 +32,6 @@ def advice(cfg: TrainConfig, command: str, plan: MemoryPlan) -> list[str]:
         except ConfigError:
             continue
         out.append(f"{label}: peak {p.peak / GB:.1f} GB ({'fits' if p.fits else 'still too much'})")
-    kv = sum(v for k, v in plan.phases[0].items.items() if "KV cache" in k)
-    if kv:
-        out.append(f"code change, not an option yet: KV caches in bf16 instead of the model's fp32 (as Self Forcing "
-                   f"keeps them) would save {kv / 2 / GB:.1f} GB in the student phase")
-    trd = plan.phases[0].activations.get("TRD: frozen teacher forward with input gradient", 0.0)
-    if trd:
-        layers = plan.nets["teacher"].config.num_layers
-        cut = trd * (1 - (cfg.trd.block + 1) / layers)
-        out.append(f"code change, not an option yet: stopping the TRD teacher forward after block {cfg.trd.block} "
-                   f"would save {cut / GB:.1f} GB")
     for gpus in (2, 4, 8, 16, 32, 64):
         if gpus <= o.gpus or cfg.data.batch_size % gpus:
             continue

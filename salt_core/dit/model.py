@@ -39,6 +39,8 @@ class WanDiT(nn.Module):
         self.gradient_checkpointing = False
         # How noise levels become this model's timestep input; set from the checkpoint header on load.
         self.timestep_convention: TimestepConvention = FLOAT_TIMESTEPS
+        # dtype of the KV caches it makes (None: its weights'); bf16 halves them under bf16 autocast training
+        self.cache_dtype: Optional[torch.dtype] = None
         if not any(p.is_meta for p in self.parameters()):
             init_like_wan(self)
 
@@ -122,13 +124,18 @@ class WanDiT(nn.Module):
         frame_mask: Optional[torch.Tensor] = None,
         frame_positions: Optional[Sequence[int]] = None,
         return_features: Sequence[int] = (),
+        features_only: bool = False,
     ):
         """x: [B, C, T, H, W] noisy latents; t: [B] or [B, T]; context: [B, L, text_dim] -> v [B, C, T, H, W].
 
         frame_mask: [T', T'] bool at latent-frame granularity (True = may attend), e.g. the block-causal
         or banded mask of a cache policy; None = full bidirectional attention.
         return_features: block indices whose outputs are also returned, as (v, {index: [B, L, dim]}).
+        features_only: stop after the last of return_features and return (None, features) (e.g. a teacher whose
+        block-20 tokens are all a loss needs: the later blocks and the head never run).
         """
+        if features_only and not return_features:
+            raise ValueError("features_only needs return_features: the block outputs to stop after")
         B = x.shape[0]
         tokens, grid = self.patchify(x)
         f, gh, gw = grid
@@ -153,6 +160,8 @@ class WanDiT(nn.Module):
                 tokens = block(tokens, e0, kv, rope, self.attention, mask)
             if i in return_features:
                 features[i] = tokens
+                if features_only and len(features) == len(set(return_features)):
+                    return None, features
         v = self.unpatchify(self.head(tokens, e).float(), grid)
         return (v, features) if return_features else v
 
@@ -177,7 +186,7 @@ class WanDiT(nn.Module):
             max_chunk_frames=chunk_frames,
             rope=self.rope,
             device=self.device,
-            dtype=self.dtype,
+            dtype=self.cache_dtype or self.dtype,
             latent_channels=c.in_dim,
         )
 

@@ -114,10 +114,11 @@ def require_teacher(cfg: TrainConfig) -> None:
                           "(e.g. the `teacher` command's model.safetensors)")
 
 
-def fsdp_or_plain(module, cfg: TrainConfig, ctx: DistContext):
+def fsdp_or_plain(module, cfg: TrainConfig, ctx: DistContext, *, offload: bool = False):
+    """FSDP2-sharded under distributed.strategy fsdp (offload: its shards kept in CPU memory), else as is."""
     if cfg.distributed.strategy == "fsdp" and ctx.enabled:
         from ..distributed import shard_module
 
-        return shard_module(module, ctx)
+        return shard_module(module, ctx, offload=offload)
     return module
 

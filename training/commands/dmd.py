@@ -59,6 +59,9 @@ class DistillTask(StudentTask):
                               + (" (use salt-ar for causal students)" if cfg.student.causal else ""))
         if cfg.critic.causal:
             raise ConfigError("critic.causal must be false: the critic scores whole clips, like the teacher")
+        if cfg.distributed.offload_teacher and not (cfg.distributed.strategy == "fsdp" and ctx.enabled):
+            raise ConfigError("distributed.offload_teacher keeps the teacher's FSDP shards in CPU memory: it needs "
+                              "distributed.strategy fsdp under torchrun with 2+ processes")
         tconfig = checkpoint_config(cfg.teacher.init)
         configs = {"teacher": tconfig, "student": resolve_config("student", cfg.student, tconfig),
                    "critic": resolve_config("critic", cfg.critic, tconfig)}
@@ -71,12 +74,18 @@ class DistillTask(StudentTask):
         self.configs = configs
         self.check_extra()
         dev = ctx.device
-        teacher = load_teacher(cfg.teacher.init, tconfig, dev)
+        teacher = load_teacher(cfg.teacher.init, tconfig, dev,
+                               gradient_checkpointing=cfg.teacher.gradient_checkpointing)
         self.student = fsdp_or_plain(build(sconfig, cfg.student, dev, teacher,
                                            convention=cfg.grid.timestep_convention), cfg, ctx)
         self.critic = fsdp_or_plain(build(configs["critic"], cfg.critic, dev, teacher,
                                           convention=timestep_convention(teacher)), cfg, ctx)
-        self.teacher = fsdp_or_plain(teacher, cfg, ctx)  # sharded after the copies above
+        if dev.type == "cuda" and cfg.run.precision in ("auto", "bf16"):
+            # bf16 autocast computes the teacher's matmuls and the K/V in bf16 anyway: keeping the frozen teacher
+            # (after the fp32 copies above) and the student's caches in bf16 halves them
+            teacher.to(torch.bfloat16)
+            self.student.cache_dtype = torch.bfloat16
+        self.teacher = fsdp_or_plain(teacher, cfg, ctx, offload=cfg.distributed.offload_teacher)
         self.w = 1.0 + cfg.dmd.guidance_scale
         self.neg = negative_context(cfg, tconfig.text_dim).to(dev) if self.w != 1.0 else None
         d = cfg.dmd

@@ -125,6 +125,11 @@ def build_text_encoder(cfg, text_dim: int) -> TextEncoder:
     else:
         obj = load_callable(cfg.path, "text.path")()
         enc = _Adapter(obj.encode if hasattr(obj, "encode") else obj)
+    if cfg.encoder == "cache":  # no encoder to run: the cache says its width
+        if enc.text_dim != text_dim:
+            raise ValueError(f"{cfg.path}: the prompt cache holds {enc.text_dim}-wide embeddings; the model expects "
+                             f"text_dim={text_dim}")
+        return enc
     probe = enc.encode([""])
     if probe.ndim != 3 or probe.shape[-1] != text_dim:
         raise ValueError(f"text encoder {cfg.encoder!r} gives embeddings of shape {tuple(probe.shape)}; "

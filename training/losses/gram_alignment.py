@@ -109,8 +109,9 @@ def gram_alignment_term(
     eps = draw(x_student.shape, generator, x_student.device) if noise is None else noise.float()
     frames = T // teacher.config.patch_size[0]
     with torch.no_grad():
-        _, ref = teacher((1.0 - s) * x_reference.float() + s * eps, t, ctx, return_features=(block,))
-    _, fake = teacher((1.0 - s) * x_student.float() + s * eps, t, ctx, return_features=(block,))
+        _, ref = teacher((1.0 - s) * x_reference.float() + s * eps, t, ctx, return_features=(block,),
+                         features_only=True)
+    _, fake = teacher((1.0 - s) * x_student.float() + s * eps, t, ctx, return_features=(block,), features_only=True)
     loss, stats = gram_alignment_loss(fake[block], ref[block], frames, margin, first_frames=first_frames)
     stats["trd_t_mean"] = t.mean().item()
     return loss, stats
