@@ -133,3 +133,10 @@ def test_sigterm_during_generate_leaves_no_file_and_no_temp(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted: nothing was written" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_default
+def test_another_size_than_the_trained_one_is_said(tmp_path, capsys):
+    rc, _, err = run(["generate", "--prompt", "a red circle", "--frames", "9", "--height", "32", "--width", "48",
+                      "--out", str(tmp_path / "s.mp4")], capsys)
+    assert rc == 0 and "note: size 48x32: the model was trained at 64x64" in err

@@ -5,8 +5,8 @@ Stand-ins, because the real files are tens of GB: every network has Wan 1.3B's r
 12 heads; the 14B teacher of the AR recipes too, whose own width 5120 would make FSDP gather 1.5 GB over gloo for
 every teacher forward) and umT5's text width 4096, at depth 1 with text_len 64 (Wan: 512), saved in our format; latents [6, 4, 4] (2 chunks of 3 frames; Wan: [21, 60, 104]); the prompt cache holds random
 4096-wide embeddings of the prompts and the recipe's negative prompt (umT5 would make the same layout); TRD
-compares teacher block 0 (the recipes: 20 of 40); dmd.student_every 1 and a fixed exit step so that SC or TRD
-really run in two steps; fp32 on CPU. Everything else is the recipe as committed."""
+compares teacher block 0 (the recipes: 20 of 40); dmd.student_every 1, a fixed exit step, one step list and TRD
+from step 0 so that SC or TRD really run in two steps; fp32 on CPU. Everything else is the recipe as committed."""
 from __future__ import annotations
 
 import json
@@ -32,8 +32,10 @@ WIDTHS = {"teacher_14b": (1536, 8960, 12), "wan_1.3b": (1536, 8960, 12)}
 # per recipe: the overrides that make its own released terms run within two steps
 EXERCISE = {
     "salt_self_forcing": {"grid__step_counts": "[8]", "grid__step_probs": "[1.0]", "dmd__exit_step": 1},  # SC
-    "salt_causal_forcing": {"grid__step_counts": "[2]", "grid__step_probs": "[1.0]", "dmd__exit_step": 1},  # TRD
-    "salt_longlive": {"grid__step_counts": "[2]", "grid__step_probs": "[1.0]", "dmd__exit_step": 1},  # TRD, sink
+    "salt_causal_forcing": {"grid__step_counts": "[2]", "grid__step_probs": "[1.0]", "dmd__exit_step": 1,
+                            "trd__start_step": 0},  # TRD (the recipe starts it at step 700)
+    "salt_longlive": {"grid__step_counts": "[2]", "grid__step_probs": "[1.0]", "dmd__exit_step": 1,
+                      "trd__start_step": 0},  # TRD (from step 1200 in the recipe), sink + window cache
     "sc_dmd_wan_1.3b": {"grid__step_counts": "[8]", "grid__step_probs": "[1.0]", "dmd__exit_step": 1},  # SC
 }
 
