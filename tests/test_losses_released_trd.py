@@ -5,7 +5,7 @@ import torch
 
 from salt_core.config import dit_preset
 from salt_core.dit import WanDiT
-from training.losses import check_feature_block, frame_gram, gram_alignment_loss, gram_alignment_term
+from training.losses import GramAlignment, check_feature_block, frame_gram, gram_alignment_loss, gram_alignment_term
 from training.losses import sample_feature_timestep
 
 from conftest import perturbed
@@ -90,7 +90,7 @@ def test_trd_reaches_the_student_through_a_frozen_teacher():
     with torch.no_grad():
         x_reference = noise - 0.6 * teacher(noise, t, ctx)
     g = torch.Generator().manual_seed(5)
-    loss, stats = gram_alignment_term(teacher, x_student, x_reference, ctx, block=1, margin=0.0, generator=g)
+    loss, stats = gram_alignment_term(teacher, x_student, x_reference, ctx, GramAlignment(block=1, margin=0.0), generator=g)
     loss.backward()
     assert loss.item() > 0 and stats["trd_t_mean"] >= 20.0
     assert all(p.grad is None for p in teacher.parameters())
@@ -112,6 +112,6 @@ def test_trd_block_past_the_teacher_depth_is_a_clear_error():
     teacher = WanDiT(dit_preset("tiny")).requires_grad_(False)
     x = torch.zeros(1, 16, 1, 4, 4)
     with pytest.raises(ValueError, match="block=2 .*0..1"):
-        gram_alignment_term(teacher, x, x, torch.zeros(1, 3, 32), block=2)
+        gram_alignment_term(teacher, x, x, torch.zeros(1, 3, 32), GramAlignment(block=2))
     with pytest.raises(ValueError, match="trd.block=40 .*0..39"):
         check_feature_block(40, 40)

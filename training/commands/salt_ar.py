@@ -24,7 +24,7 @@ from salt_core.schedules import StepGrid
 
 from ..config import TrainConfig
 from ..config_load import ConfigError
-from ..losses.gram_alignment import check_feature_block, gram_alignment_term
+from ..losses.gram_alignment import GramAlignment, check_feature_block, gram_alignment_term
 from ..losses.mixed_steps import StepListDraw, reference_steps
 from ..losses.self_consistency import sc_term, sc_triplet
 from ..rollout.autoregressive import plan_chunks, rollout_ar
@@ -145,10 +145,10 @@ class SaltARTask(DistillTask):
         reference = self.walk(StepGrid.uniform(reference_k, cfg.grid.shift))
         x_ref = reference_rollout(setup, noise, plan.walk, plan.exit_step, reference, trd.noise_mode, noises,
                                   self.term_generator(step, "trd-reference"))
-        loss, stats = gram_alignment_term(
-            self.teacher, x_student, x_ref, ctx, block=trd.block, margin=trd.margin, t_low=trd.t_low,
-            t_high=trd.t_high, shift=cfg.grid.shift, first_frames=trd.first_frames or None,
-            generator=self.term_generator(step, "trd"))
+        settings = GramAlignment(block=trd.block, margin=trd.margin, t_low=trd.t_low, t_high=trd.t_high,
+                                 shift=cfg.grid.shift, first_frames=trd.first_frames or None)
+        loss, stats = gram_alignment_term(self.teacher, x_student, x_ref, ctx, settings,
+                                          generator=self.term_generator(step, "trd"))
         stats["trd_reference_steps"] = reference_k
         return loss, stats
 

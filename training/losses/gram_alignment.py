@@ -12,6 +12,7 @@ The reference side carries no gradient; the student side reaches the student thr
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -79,18 +80,26 @@ def sample_feature_timestep(
     return sample_timesteps(batch, shift=shift, t_min=t_min, t_max=t_max, generator=generator, low=t_low, high=t_high)
 
 
+@dataclass(frozen=True)
+class GramAlignment:
+    """Where and how TRD compares: the teacher block whose features are compared, the margin, the level range
+    [t_low, t_high) of the feature pass (un-shifted integers, warped by `shift`) and the frames compared
+    (first_frames: the first N, the release's `trd_first_chunk_only`; None: all)."""
+    block: int
+    margin: float = 0.1
+    t_low: int = 0
+    t_high: int = 200
+    shift: float = 5.0
+    first_frames: Optional[int] = None
+
+
 def gram_alignment_term(
     teacher,
     x_student: torch.Tensor,
     x_reference: torch.Tensor,
     ctx: torch.Tensor,
+    settings: GramAlignment,
     *,
-    block: int,
-    margin: float = 0.1,
-    t_low: int = 0,
-    t_high: int = 200,
-    shift: float = 5.0,
-    first_frames: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     noise: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, dict]:
@@ -100,11 +109,13 @@ def gram_alignment_term(
     gradient, but the student's does, through the teacher's forward on the noised student sample.
     Both samples are noised at one level (`sample_feature_timestep`) with one noise (`noise` or drawn from
     `generator`). Stats gain "trd_t_mean"."""
+    block = settings.block
     check_feature_block(block, len(teacher.blocks), "block")
     if x_student.shape != x_reference.shape:
         raise ValueError(f"x_student {tuple(x_student.shape)} and x_reference {tuple(x_reference.shape)} differ")
     B, T = x_student.shape[0], x_student.shape[2]
-    t, sigma = sample_feature_timestep(B, t_low=t_low, t_high=t_high, shift=shift, generator=generator)
+    t, sigma = sample_feature_timestep(B, t_low=settings.t_low, t_high=settings.t_high, shift=settings.shift,
+                                       generator=generator)
     t, s = t.to(x_student.device), sigma.to(x_student.device).view(-1, 1, 1, 1, 1)
     eps = draw(x_student.shape, generator, x_student.device) if noise is None else noise.float()
     frames = T // teacher.config.patch_size[0]
@@ -112,7 +123,8 @@ def gram_alignment_term(
         _, ref = teacher((1.0 - s) * x_reference.float() + s * eps, t, ctx, return_features=(block,),
                          features_only=True)
     _, fake = teacher((1.0 - s) * x_student.float() + s * eps, t, ctx, return_features=(block,), features_only=True)
-    loss, stats = gram_alignment_loss(fake[block], ref[block], frames, margin, first_frames=first_frames)
+    loss, stats = gram_alignment_loss(fake[block], ref[block], frames, settings.margin,
+                                      first_frames=settings.first_frames)
     stats["trd_t_mean"] = t.mean().item()
     return loss, stats
 
