@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from salt_core.atomic import atomic_write, remove_temps_in
+from salt_core.checkpoints.detect import CheckpointError
+from salt_core.checkpoints.io import load_torch_file
 
 from .config_load import ConfigError, config_diff
 
@@ -124,12 +126,13 @@ def _save_state(state: dict, tmp: str) -> None:
 
 def load_checkpoint(path: str) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(path, mmap=False)  # the optimiser state is updated in place after loading
     except FileNotFoundError:
         raise TrainerCheckpointError(f"{path}: no such trainer checkpoint") from None
-    except Exception as e:  # truncated zip, unpickling refused, garbage
-        first = (str(e).splitlines() or [""])[0][:200]
-        raise TrainerCheckpointError(f"{path}: cannot read trainer checkpoint ({type(e).__name__}: {first})") from None
+    except IsADirectoryError:
+        raise TrainerCheckpointError(f"{path}: is a folder, not a trainer checkpoint") from None
+    except CheckpointError as e:  # truncated zip, unpickling refused, garbage
+        raise TrainerCheckpointError(f"cannot read trainer checkpoint: {e}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise TrainerCheckpointError(f"{path}: not a salt trainer checkpoint (format {got!r}, expected {FORMAT!r}); "

@@ -206,10 +206,11 @@ def _open_sharded(index_path: str, which: str) -> CheckpointReader:
     return CheckpointReader(index_path, "sharded safetensors", infos, metadata, read, close, entry, notes)
 
 
-def load_torch_file(path: str) -> object:
-    """torch.load with weights_only=True (mmap for zip files); a clear CheckpointError on any failure."""
+def load_torch_file(path: str, mmap: bool = True) -> object:
+    """torch.load with weights_only=True (mmap for zip files unless mmap=False); a clear CheckpointError on
+    any failure, never torch's advice to lift the restriction."""
     with open(path, "rb") as f:
-        is_zip = f.read(4) == b"PK\x03\x04"
+        is_zip = mmap and f.read(4) == b"PK\x03\x04"
     try:
         with warnings.catch_warnings():  # torch's note on old pickle protocols is noise here
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
