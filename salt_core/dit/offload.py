@@ -156,21 +156,22 @@ class BlockSwap:
         self._copies.clear()
 
 
-def enable_block_swap(dit: nn.Module, blocks_on_device: int, device) -> Optional[BlockSwap]:
+def enable_block_swap(dit: nn.Module, blocks_on_device: int, device, *, move_resident: bool = True
+                      ) -> Optional[BlockSwap]:
     """Keep `blocks_on_device` blocks of `dit` on `device` and stream the others (0, or the depth: no swap).
 
-    Moves the resident modules to `device` and the streamed blocks to CPU memory; returns the swap (also
-    `dit.block_swap`), or None when every block stays on the device."""
+    Moves the streamed blocks to CPU memory and (unless a host moves them itself: move_resident=False) the
+    resident modules to `device`; returns the swap (also `dit.block_swap`), or None when every block stays on
+    the device."""
     depth = len(dit.blocks)
     n = check_blocks_on_device(blocks_on_device, depth)
     device = torch.device(device)
     disable_block_swap(dit)
-    if n in (0, depth):
-        dit.to(device)
-        return None
-    dit.block_swap = BlockSwap(dit, n, device)
-    for module in resident_modules(dit):
-        module.to(device)
+    if n not in (0, depth):
+        dit.block_swap = BlockSwap(dit, n, device)
+    if move_resident:
+        for module in resident_modules(dit):
+            module.to(device)
     return dit.block_swap
 
 
