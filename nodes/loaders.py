@@ -65,7 +65,7 @@ class SaltModelLoader:
                     "default": 0, "min": 0, "max": 1024,
                     "tooltip": "Block swap, for a model bigger than the GPU: keep this many transformer blocks "
                                "on the device and stream the others from pinned CPU memory while sampling, one "
-                               "block ahead of the compute (1.3B: 30 blocks of ~90 MB in bf16; 14B: 40 of "
+                               "block ahead of the compute (1.3B: 30 blocks of ~93 MB in bf16; 14B: 40 of "
                                "~0.7 GB). 0 = all blocks on the device (off)."}),
             },
         }

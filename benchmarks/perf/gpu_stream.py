@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe  # noqa: E402
+from benchmarks.perf.timing import env_prefix  # noqa: E402
 from salt_core.config import dit_preset  # noqa: E402
 from salt_core.dit import WanDiT  # noqa: E402
 from salt_core.dit.attention import available_backends  # noqa: E402
@@ -209,7 +210,7 @@ def main(argv=None) -> None:
     swap_line = ("Block swap rows stream the other blocks from pinned CPU memory (a side CUDA stream, one block "
                  "ahead)." if device.type == "cuda" else
                  "Block swap rows copy CPU to CPU here (the streaming logic runs; it saves no memory on a CPU).")
-    cmd = "python benchmarks/perf/gpu_stream.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = env_prefix() + "python benchmarks/perf/gpu_stream.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [f"# Streaming AR generation: {config.num_layers}-block {a.preset} architecture on {device.type}", "",
              f"Command: `{cmd.strip()}`", "", f"Machine: {describe()}", "",
              f"{width}x{height}, {latent} latent frames = {frames} video frames, chunks of 3, 4 steps + context pass, "

@@ -96,7 +96,7 @@ def test_block_swap_streams_the_13b_bit_identically(comfy, big_model):
 
     with torch.device("meta"):
         block = 2 * sum(p.numel() for p in WanDiT(dit_preset("wan2.1-t2v-1.3b")).blocks[0].parameters())  # bf16
-    # ComfyUI manages the resident part only: two streamed blocks less (~89 MB each)
+    # ComfyUI manages the resident part only: two streamed blocks less (~93 MB each)
     assert loaded(swapped)["SaltDiT"]["size"] == loaded(plain)["SaltDiT"]["size"] - 2 * block
 
 
