@@ -134,7 +134,7 @@ def _patcher(obj, make):
 
 
 def _dit_patcher(model, api):
-    mm, ModelPatcher = api
+    _, ModelPatcher = api
     where = placement(model)
     load = host.compute_device(where.device)
     offload = host.offload_device() if where.offload else load
@@ -149,7 +149,7 @@ def _dit_patcher(model, api):
 
 
 def _vae_patcher(vae, api):
-    mm, ModelPatcher = api
+    _, ModelPatcher = api
     where = placement(vae)
     load = host.compute_device(where.device, role="vae")
     offload = host.offload_device(role="vae") if where.offload else load
@@ -209,7 +209,10 @@ def vae_on_device(vae, latent_hw: tuple[int, int], batch: int):
 @contextmanager
 def _leftovers_on(module: nn.Module, device: torch.device):
     """Tensors the host left elsewhere (a partial load) on `device` for the duration, then back where they were."""
-    moved = [(t, t.data) for t in (*module.parameters(), *module.buffers()) if t.device != device]
+    def elsewhere(t: torch.Tensor) -> bool:  # 'cuda' and 'cuda:0' are the same device here
+        return t.device.type != device.type or (device.index is not None and t.device.index != device.index)
+
+    moved = [(t, t.data) for t in (*module.parameters(), *module.buffers()) if elsewhere(t)]
     if moved:
         log.info("salt: %d VAE tensors were left off %s by a partial load; moved in for this decode", len(moved),
                  device)

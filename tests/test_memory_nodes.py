@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from test_nodes import N, fake_comfy, load_pack, outputs  # noqa: F401  (fixtures)
+from test_nodes import N, fake_comfy, outputs  # noqa: F401  (fixtures)
 
 MEMORY = "salt_pack_under_test.nodes.memory"
 
