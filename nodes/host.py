@@ -112,45 +112,58 @@ def save_path(prefix: str, width: int, height: int) -> tuple[str, str, int, str]
     return folder, stem, counter, subfolder
 
 
-# ---- devices -------------------------------------------------------------------------------------
+# ---- devices and model management -----------------------------------------------------------------
 
-DEVICES = ("auto", "cpu", "cuda")
 DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def compute_device(choice: str = "auto") -> torch.device:
+def device_choices() -> tuple[str, ...]:
+    """The loader's `device` options on this machine: auto, cpu, cuda, and cuda:N when there are several GPUs."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(count if count > 1 else 0)))
+
+
+DEVICES = device_choices()
+
+
+def compute_device(choice: str = "auto", role: str = "model") -> torch.device:
+    """A loader's `device` setting -> the torch device; 'auto' follows ComfyUI (its VAE device for role 'vae').
+    A device this machine does not have is refused, naming the setting and what is allowed here."""
+    mm = host_module("comfy.model_management")
+    if choice == "auto":
+        if mm is not None:
+            return mm.vae_device() if role == "vae" and hasattr(mm, "vae_device") else mm.get_torch_device()
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice == "cpu":
         return torch.device("cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was chosen but no CUDA GPU is available; use 'auto' or 'cpu'")
+    usable = [c for c in device_choices() if c.startswith("cuda")] if torch.cuda.is_available() else []
+    if choice in usable:
+        return torch.device(choice)
+    why = "no CUDA GPU is available" if not usable else f"this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+    raise ValueError(f"device {choice!r} was chosen but {why}; allowed here: {', '.join(['auto', 'cpu', *usable])}")
+
+
+def offload_device(role: str = "model") -> torch.device:
+    """Where ComfyUI keeps a model it is not using (the CPU, or the GPU with --highvram / --gpu-only)."""
     mm = host_module("comfy.model_management")
-    if choice == "auto" and mm is not None:
-        return mm.get_torch_device()
-    if choice == "cuda" or torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    if mm is None:
+        return torch.device("cpu")
+    return mm.vae_offload_device() if role == "vae" and hasattr(mm, "vae_offload_device") else mm.unet_offload_device()
 
 
-def offload_device() -> torch.device:
+def model_management():
+    """(comfy.model_management, comfy.model_patcher.ModelPatcher) when the host manages models, else None."""
     mm = host_module("comfy.model_management")
-    return mm.unet_offload_device() if mm is not None else torch.device("cpu")
-
-
-def make_room(nbytes: int, device: torch.device) -> None:
-    """Ask ComfyUI to unload its own models until `nbytes` fit on `device`."""
-    mm = host_module("comfy.model_management")
-    if mm is not None and device.type != "cpu":
-        mm.free_memory(nbytes, device)
+    patcher = host_module("comfy.model_patcher")
+    if mm is None or patcher is None or not hasattr(mm, "load_models_gpu") or not hasattr(patcher, "ModelPatcher"):
+        return None
+    return mm, patcher.ModelPatcher
 
 
 def release_cache() -> None:
     mm = host_module("comfy.model_management")
     if mm is not None:
         mm.soft_empty_cache()
-
-
-def module_bytes(module: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 # ---- progress, interruption, previews ------------------------------------------------------------

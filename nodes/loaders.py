@@ -5,6 +5,7 @@ import logging
 
 from . import host
 from .host import DEVICES, DTYPES, EMBEDDED, SALT_FOLDER
+from .memory import Placement, set_placement
 
 log = logging.getLogger("salt.nodes")
 
@@ -15,15 +16,6 @@ except Exception:  # pragma: no cover - salt_core broken: keep the pack importab
 
 _MODEL_FOLDERS = (SALT_FOLDER, "diffusion_models")
 _VAE_FOLDERS = ("vae", SALT_FOLDER)
-
-
-def set_placement(obj, device: str, offload: bool) -> None:
-    """Remember where a loaded model runs; the sampler / decoder read it back with `placement`."""
-    obj.salt_placement = (device, bool(offload))
-
-
-def placement(obj) -> tuple[str, bool]:
-    return getattr(obj, "salt_placement", ("auto", True))
 
 
 def _dtype(name: str, device):
@@ -63,9 +55,19 @@ class SaltModelLoader:
                                "with --cpu)."}),
                 "offload": ("BOOLEAN", {
                     "default": True,
-                    "tooltip": "Keep the weights in CPU memory between runs and move them to the device only "
-                               "while sampling (frees GPU memory for the VAE and other models)."}),
-            }
+                    "tooltip": "On: ComfyUI manages the weights like a core model's: loaded for sampling, left "
+                               "loaded between runs, moved to CPU memory when another model needs the room, on "
+                               "Unload Models, and partly per layer with --lowvram / --novram. Off: the weights "
+                               "never leave the device."}),
+            },
+            "optional": {
+                "blocks_on_device": ("INT", {
+                    "default": 0, "min": 0, "max": 1024,
+                    "tooltip": "Block swap, for a model bigger than the GPU: keep this many transformer blocks "
+                               "on the device and stream the others from pinned CPU memory while sampling, one "
+                               "block ahead of the compute (1.3B: 30 blocks of ~93 MB in bf16; 14B: 40 of "
+                               "~0.7 GB). 0 = all blocks on the device (off)."}),
+            },
         }
 
     RETURN_TYPES = ("SALT_MODEL",)
@@ -77,19 +79,28 @@ class SaltModelLoader:
     DESCRIPTION = "Loads a Wan 2.1 video generator: the embedded default or a checkpoint from models/salt or " \
                   "models/diffusion_models. The file format and model size are detected from the file."
 
-    def load(self, model_name, dtype="auto", attention="sdpa", device="auto", offload=True):
+    def load(self, model_name, dtype="auto", attention="sdpa", device="auto", offload=True, blocks_on_device=0):
+        from salt_core.dit.offload import check_blocks_on_device
         from salt_core.pipeline import load_salt_model
         from salt_core.sampling.settings import describe_trained
 
         run_on = host.compute_device(device)
-        load_on = host.offload_device() if offload else run_on
         path = None if model_name == EMBEDDED else host.resolve_model_file(model_name, *_MODEL_FOLDERS)
+        # ComfyUI (or, with offload off, this node) moves the weights to the device when sampling starts; the
+        # blocks a block swap streams are read into CPU memory and stay there.
+        if blocks_on_device:
+            load_on = "cpu"
+        elif offload or host.model_management():
+            load_on = host.offload_device()
+        else:
+            load_on = run_on
         model = load_salt_model(path, device=load_on, dtype=_dtype(dtype, run_on), attention=attention)
         if path is None and DTYPES.get(dtype) is not None:
             model.dit.to(DTYPES[dtype])
+        check_blocks_on_device(blocks_on_device, len(model.dit.blocks))  # the depth is known once read
         for note in model.notes:
             log.warning("salt: %s: %s", model.name, note)
-        set_placement(model, device, offload)
+        set_placement(model, Placement(device, bool(offload), int(blocks_on_device)))
         trained = f"{model.name}: trained with {describe_trained(model.sampling)}"
         log.info("salt: %s", trained)
         return {"ui": {"text": [trained, *model.notes]}, "result": (model,)}
@@ -124,7 +135,7 @@ class SaltVAELoader:
     DESCRIPTION = "Loads a Wan 2.1 video VAE (official, ComfyUI, diffusers or Salt file) for streaming decode."
 
     def load(self, vae_name, dtype="auto", device="auto"):
-        run_on = host.compute_device(device)
+        run_on = host.compute_device(device, role="vae")
         torch_dtype = _dtype(dtype, run_on)
         if vae_name == EMBEDDED:
             from salt_core.pipeline import load_salt_model
@@ -140,5 +151,5 @@ class SaltVAELoader:
             vae, info = load_vae(host.resolve_model_file(vae_name, *_VAE_FOLDERS), device="cpu", dtype=torch_dtype)
             for note in info.notes:
                 log.info("salt: %s: %s", vae_name, note)
-        set_placement(vae, device, True)
+        set_placement(vae, Placement(device, True))
         return (vae,)

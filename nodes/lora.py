@@ -5,7 +5,7 @@ import dataclasses
 import logging
 
 from . import host
-from .loaders import placement, set_placement
+from .memory import placement, set_placement
 
 log = logging.getLogger("salt.nodes")
 
@@ -47,5 +47,5 @@ class SaltLoraLoader:
             log.info("salt: %s: %s", lora_name, note)
         patched = dataclasses.replace(model, dit=apply_lora(model.dit, lora, float(strength)),
                                       notes=(*model.notes, f"LoRA {lora_name} at strength {float(strength):g}"))
-        set_placement(patched, *placement(model))
+        set_placement(patched, placement(model))
         return (patched,)

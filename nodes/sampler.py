@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import contextmanager
 
 import torch
 
 from . import host
 from .conditioning import PromptSchedule, conditioning_tensor
-from .loaders import placement
+from .memory import dit_on_device
 
 log = logging.getLogger("salt.nodes")
 
@@ -163,21 +162,6 @@ def _prompts(model, conditioning, schedule, frames: int, chunk: int):
     return prompts
 
 
-@contextmanager
-def _on_device(module: torch.nn.Module, choice: str, offload: bool):
-    device = host.compute_device(choice)
-    if next(module.parameters()).device != device:
-        host.make_room(host.module_bytes(module), device)
-        module.to(device)
-    try:
-        yield device
-    finally:
-        back = host.offload_device()
-        if offload and device != back:
-            module.to(back)
-            host.release_cache()
-
-
 class _ChunkPreview:
     """A small picture of the newest frame of each chunk for ComfyUI's progress preview."""
 
@@ -270,7 +254,7 @@ class SaltSampler:
                chunk_frames=0, conditioning=None, schedule=None, cache_policy=None):
         from salt_core.pipeline import stream_latents
         from salt_core.sampling.settings import CacheOverrides, SamplingOverrides
-        from salt_core.validation import latent_frames_for
+        from salt_core.validation import latent_frames_for, latent_size_for
 
         if cache_policy is not None and not isinstance(cache_policy, CacheOverrides):
             raise ValueError(f"cache_policy must come from SaltCachePolicy, got {type(cache_policy).__name__}")
@@ -289,9 +273,8 @@ class SaltSampler:
 
         progress = host.Progress(total)
         preview = _ChunkPreview(model, enabled=progress.bar is not None)
-        device, offload = placement(model)
         chunks = []
-        with _on_device(model.dit, device, offload):
+        with dit_on_device(model, plan, latent_frames_for(frames), latent_size_for(height, width)):
             host.check_interrupt()
             stream = stream_latents(model, prompts, **options)
             try:

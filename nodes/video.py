@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from . import host
-from .loaders import placement
+from .memory import vae_on_device
 
 log = logging.getLogger("salt.nodes")
 
@@ -146,16 +146,8 @@ class SaltDecode:
 
         if not isinstance(vae, WanVAE):
             raise TypeError(f"vae must come from SaltVAELoader or VAELoader, got {type(vae).__name__}")
-        device, _ = placement(vae)
-        dev = host.compute_device(device)
-        vae.to(dev)
-        try:
-            images = decode_salt_vae(vae, z, chunk_frames, dev)
-        finally:
-            if dev != host.offload_device():
-                vae.to(host.offload_device())
-                host.release_cache()
-        return (images,)
+        with vae_on_device(vae, tuple(z.shape[3:]), z.shape[0]) as device:
+            return (decode_salt_vae(vae, z, int(chunk_frames), device),)
 
 
 class SaltSaveVideo:

@@ -182,7 +182,7 @@ def test_registering_models_salt_keeps_an_existing_entry(fake_comfy):
 
 def test_model_loader_gives_the_embedded_default(model):
     assert model.sampling.causal and model.dit.config.text_dim > 0
-    assert model.salt_placement == ("auto", True)
+    assert model.salt_placement == ("auto", True, 0)
 
 
 def test_model_loader_loads_a_checkpoint_from_the_model_folder(N, fake_comfy, tmp_path):

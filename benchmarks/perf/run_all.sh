@@ -15,5 +15,6 @@ python benchmarks/perf/compile_check.py
 python benchmarks/perf/ar_cache_policies.py --threads 1
 python benchmarks/perf/vae_decode.py --threads 1 --sizes "64:3,6,12,24,48;128:3,12,24" "${base[@]}"
 python benchmarks/perf/smoke_timings.py --rounds 3
+python benchmarks/perf/gpu_stream.py --device cpu  # on a CUDA machine also: --device cuda
 unset OMP_WAIT_POLICY  # e2e measures the CLI as users run it, and adds PASSIVE rows itself
 python benchmarks/perf/e2e_generate.py --threads 1,2 --passive "${base[@]}"

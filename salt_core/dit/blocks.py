@@ -81,7 +81,8 @@ class WanBlock(nn.Module):
     ) -> torch.Tensor:
         F = e0.shape[1]
         dt = compute_dtype(self.ffn[0])
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float().unsqueeze(0) + e0.float()).unbind(2)
+        mod = self.modulation.to(device=e0.device, dtype=torch.float32)  # [1, 6, dim], where a host may have left it
+        shift1, scale1, gate1, shift2, scale2, gate2 = (mod.unsqueeze(0) + e0.float()).unbind(2)
         h = norm_modulate(x, shift1, scale1, self.norm1.eps).to(dt)  # = modulate(norm1(x), shift1, scale1)
         tokens_per_frame = x.shape[1] // plan.frames if plan is not None else 0
         y = self.self_attn(h, rope, attn, mask, layer_cache, plan, tokens_per_frame)
@@ -102,5 +103,6 @@ class WanHead(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """x: [B, L, dim]; e: [B, F, dim] (un-projected time embedding) -> [B, L, out*prod(patch)]"""
-        shift, scale = (self.modulation.float().unsqueeze(0) + e.float().unsqueeze(2)).unbind(2)
+        mod = self.modulation.to(device=e.device, dtype=torch.float32)  # [1, 2, dim]
+        shift, scale = (mod.unsqueeze(0) + e.float().unsqueeze(2)).unbind(2)
         return self.head(norm_modulate(x, shift, scale, self.norm.eps).to(compute_dtype(self.head)))

@@ -10,7 +10,37 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class Linear(nn.Linear):
+class HostCast:
+    """The per-call weight casting protocol of ComfyUI's `comfy.ops` layers, which its ModelPatcher drives when a
+    model does not fit the device (`--lowvram`, `--novram`, or too little free memory): a layer it leaves in CPU
+    memory gets `comfy_cast_weights = True` and from then on brings its weight and bias to the input's device at
+    each call, through the callables in `weight_function` / `bias_function` (w -> w'). The attribute names are
+    ComfyUI's (it looks them up by name); nothing here imports it. Layers with the flag off and empty lists (the
+    default, and everywhere outside ComfyUI) compute as before."""
+
+    def _init_host_cast(self) -> None:
+        self.comfy_cast_weights = False
+        self.weight_function: list = []
+        self.bias_function: list = []
+
+    @property
+    def casts_per_call(self) -> bool:
+        return self.comfy_cast_weights or bool(self.weight_function) or bool(self.bias_function)
+
+
+def cast_for_call(t: Optional[torch.Tensor], like: torch.Tensor, dtype: Optional[torch.dtype] = None,
+                  functions=()) -> Optional[torch.Tensor]:
+    """A layer's tensor `t` on the device of the activation `like` (and in `dtype`), passed through `functions`;
+    `t` itself when it is already there and nothing applies."""
+    if t is None:
+        return None
+    t = t.to(device=like.device, dtype=dtype)
+    for f in functions:
+        t = f(t)
+    return t
+
+
+class Linear(HostCast, nn.Linear):
     """nn.Linear (same parameters, same state dict) that can also hold its weight in another dtype than it
     computes in, and carry weight patches; both are resolved per call, in the input's dtype, so nothing is
     materialised between calls:
@@ -21,13 +51,16 @@ class Linear(nn.Linear):
       `[]` or per output channel `[out, 1]` (ComfyUI's scaled-fp8 layout: stored weight × scale = true weight).
     * `patches`: None or an nn.ModuleList of objects with `add_to_weight(w) -> w'` and `add_to_bias(b) -> b'`
       (LoRA factors, full diffs); their tensors are non-persistent buffers, so `state_dict()` is the base layer's.
-    Without either the forward is exactly nn.Linear's.
+    * Host casting (`HostCast`): with ComfyUI's flag set, weight, scale and patches are brought to the input's
+      device at each call (the layer's tensors stay where the host left them).
+    Without any of these the forward is exactly nn.Linear's.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.register_buffer("scale_weight", None)
         self.patches: Optional[nn.ModuleList] = None
+        self._init_host_cast()
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -37,25 +70,30 @@ class Linear(nn.Linear):
             return self.weight.dtype
         return self.bias.dtype if self.bias is not None else torch.bfloat16
 
-    def effective_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        """The weight this layer applies, in dtype: [out, in]."""
-        w = self.weight.to(dtype)
+    def effective_weight(self, dtype: torch.dtype, device: Optional[torch.device] = None) -> torch.Tensor:
+        """The weight this layer applies, in dtype (on `device`, default: where the weight is): [out, in]."""
+        w = self.weight.to(device=device, dtype=dtype)
         if self.scale_weight is not None:
-            w = w * self.scale_weight.to(dtype)
+            w = w * self.scale_weight.to(device=w.device, dtype=dtype)
         for patch in self.patches or ():
             w = patch.add_to_weight(w)
+        for f in self.weight_function:
+            w = f(w)
         return w
 
-    def effective_bias(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
-        b = self.bias.to(dtype) if self.bias is not None else None
+    def effective_bias(self, dtype: torch.dtype, device: Optional[torch.device] = None) -> Optional[torch.Tensor]:
+        b = self.bias.to(device=device, dtype=dtype) if self.bias is not None else None
         for patch in self.patches or ():
             b = patch.add_to_bias(b)
+        for f in self.bias_function:
+            b = f(b)
         return b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.patches is None and self.scale_weight is None and self.weight.dtype == x.dtype:
+        if self.patches is None and self.scale_weight is None and self.weight.dtype == x.dtype \
+                and not self.casts_per_call:
             return F.linear(x, self.weight, self.bias)
-        return F.linear(x, self.effective_weight(x.dtype), self.effective_bias(x.dtype))
+        return F.linear(x, self.effective_weight(x.dtype, x.device), self.effective_bias(x.dtype, x.device))
 
     def extra_repr(self) -> str:
         extra = f", weight_dtype={self.weight.dtype}" if self.weight.dtype.itemsize == 1 else ""
@@ -69,30 +107,38 @@ def compute_dtype(layer: nn.Module) -> torch.dtype:
     return getattr(layer, "compute_dtype", None) or layer.weight.dtype
 
 
-class RMSNorm(nn.Module):
-    """Root-mean-square norm over the last dim, computed in float32 (weight name `weight`, as Wan)."""
+class RMSNorm(HostCast, nn.Module):
+    """Root-mean-square norm over the last dim, computed in float32 (weight name `weight`, as Wan). Its weight is
+    used on the input's device (a host may keep it elsewhere: `HostCast`)."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self._init_host_cast()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+        w = cast_for_call(self.weight, x, functions=self.weight_function)
+        if x.dtype == torch.float32 and w.dtype == torch.float32:
             if torch.is_grad_enabled():
-                return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+                return F.rms_norm(x, (x.shape[-1],), w, self.eps)
             # Inference: two full-size passes and allocations (ATen's CPU rms_norm makes more).
             r = x.square().mean(-1, keepdim=True).add_(self.eps).rsqrt_()  # [..., 1]
-            return (x * r).mul_(self.weight)
-        return F.rms_norm(x.float(), (x.shape[-1],), None, self.eps).to(x.dtype) * self.weight
+            return (x * r).mul_(w)
+        return F.rms_norm(x.float(), (x.shape[-1],), None, self.eps).to(x.dtype) * w
 
 
-class FP32LayerNorm(nn.LayerNorm):
-    """LayerNorm evaluated in float32 whatever the input dtype; the result keeps the input dtype."""
+class FP32LayerNorm(HostCast, nn.LayerNorm):
+    """LayerNorm evaluated in float32 whatever the input dtype; the result keeps the input dtype. Its affine
+    parameters are used on the input's device (`HostCast`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_host_cast()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.float() if self.weight is not None else None
-        b = self.bias.float() if self.bias is not None else None
+        w = cast_for_call(self.weight, x, torch.float32, self.weight_function)
+        b = cast_for_call(self.bias, x, torch.float32, self.bias_function)
         return nn.functional.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
 
 

@@ -5,7 +5,7 @@ latent frame `[B, T]` (causal students denoise chunks at different noise levels)
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from einops import rearrange
@@ -41,6 +41,10 @@ class WanDiT(nn.Module):
         self.timestep_convention: TimestepConvention = FLOAT_TIMESTEPS
         # dtype of the KV caches it makes (None: its weights'); bf16 halves them under bf16 autocast training
         self.cache_dtype: Optional[torch.dtype] = None
+        # Where the model computes when some weights live elsewhere and are brought in per call (a host's
+        # low-VRAM loading sets it); None = where the patch embedding is.
+        self.run_device: Optional[torch.device] = None
+        self.block_swap = None  # a salt_core.dit.offload.BlockSwap streaming some blocks in, or None
         if not any(p.is_meta for p in self.parameters()):
             init_like_wan(self)
 
@@ -54,7 +58,15 @@ class WanDiT(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.patch_embedding.weight.device
+        """The compute device: inputs, caches and streamed weights go here."""
+        return self.run_device if self.run_device is not None else self.patch_embedding.weight.device
+
+    def iter_blocks(self) -> Iterator[WanBlock]:
+        """The transformer blocks in order; with a block swap, each streamed block holds its weights on the
+        compute device while the loop is at it."""
+        if self.block_swap is None:
+            return iter(self.blocks)
+        return self.block_swap.iterate(self.device)
 
     # ---- embeddings ---------------------------------------------------------------------------
     def embed_context(self, context: torch.Tensor) -> torch.Tensor:
@@ -102,8 +114,9 @@ class WanDiT(nn.Module):
         grid = (x.shape[2] // pt, x.shape[3] // ph, x.shape[4] // pw)
         patches = rearrange(x.to(self.dtype), "b c (f pt) (h ph) (w pw) -> b (f h w) (c pt ph pw)",
                             pt=pt, ph=ph, pw=pw)  # [B, L, C·pt·ph·pw], tokens in (frame, row, column) order
-        w = self.patch_embedding.weight
-        y = torch.nn.functional.linear(patches, w.view(w.shape[0], -1), self.patch_embedding.bias)
+        w = self.patch_embedding.weight.to(patches.device)  # a host may keep this small layer elsewhere
+        b = self.patch_embedding.bias
+        y = torch.nn.functional.linear(patches, w.view(w.shape[0], -1), None if b is None else b.to(patches.device))
         return y.float(), grid
 
     def unpatchify(self, y: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
@@ -152,7 +165,7 @@ class WanDiT(nn.Module):
         e, e0 = self.embed_time(t, B, f)
         ctx = self.embed_context(context)
         features = {}
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.iter_blocks()):
             kv = block.cross_attn.context_kv(ctx)
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 tokens = checkpoint(block, tokens, e0, kv, rope, self.attention, mask, use_reentrant=False)
@@ -194,7 +207,7 @@ class WanDiT(nn.Module):
     def set_prompt(self, cache: KVCache, context: torch.Tensor) -> None:
         """Compute the cross-attention K/V of a prompt for every layer (replaces any previous prompt)."""
         ctx = self.embed_context(context.to(self.device))
-        for block, layer in zip(self.blocks, cache.layers):
+        for block, layer in zip(self.iter_blocks(), cache.layers):
             layer.cross_k, layer.cross_v = block.cross_attn.context_kv(ctx)
 
     def forward_chunk(
@@ -225,7 +238,7 @@ class WanDiT(nn.Module):
         plan = cache.plan(frame_indices, commit)
         e, e0 = self.embed_time(t, B, f)
         features = {}
-        for i, (block, layer) in enumerate(zip(self.blocks, cache.layers)):
+        for i, (block, layer) in enumerate(zip(self.iter_blocks(), cache.layers)):
             kv = (layer.cross_k, layer.cross_v)
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 tokens = checkpoint(block, tokens, e0, kv, None, self.attention, None, layer, plan, use_reentrant=False)

@@ -21,7 +21,8 @@ class LowRankPatch(nn.Module):
         self.scale = float(scale)
 
     def add_to_weight(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(w, self.up.to(w.dtype), self.down.to(w.dtype), alpha=self.scale)  # a new tensor
+        up, down = self.up.to(w.device, w.dtype), self.down.to(w.device, w.dtype)  # factors follow the weight's device
+        return torch.addmm(w, up, down, alpha=self.scale)  # a new tensor
 
     def add_to_bias(self, b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         return b
@@ -42,12 +43,12 @@ class DiffPatch(nn.Module):
     def add_to_weight(self, w: torch.Tensor) -> torch.Tensor:
         if self.weight_diff is None:
             return w
-        return torch.add(w, self.weight_diff.to(w.dtype), alpha=self.strength)
+        return torch.add(w, self.weight_diff.to(w.device, w.dtype), alpha=self.strength)
 
     def add_to_bias(self, b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         if self.bias_diff is None:
             return b
-        return torch.add(b, self.bias_diff.to(b.dtype), alpha=self.strength)
+        return torch.add(b, self.bias_diff.to(b.device, b.dtype), alpha=self.strength)
 
     def extra_repr(self) -> str:
         parts = [n for n in ("weight_diff", "bias_diff") if getattr(self, n) is not None]

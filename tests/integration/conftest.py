@@ -60,6 +60,7 @@ def comfy_base(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("comfyui-base")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / PACK_FOLDER).symlink_to(ROOT, target_is_directory=True)
+    (base / "custom_nodes" / "salt_test_probe.py").symlink_to(Path(__file__).with_name("_probe_nodes.py"))
     for sub in ("models/diffusion_models", "models/vae", "models/text_encoders", "models/salt", "output", "input"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     (base / "models" / "diffusion_models" / "broken.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{oops}")
