@@ -70,7 +70,7 @@ def test_block_causal_groups_are_one_per_chunk_and_views_of_contiguous_tokens():
     assert [g.key_frames for g in mask.groups] == [(0, 1, 2), tuple(range(6)), tuple(range(9))]
     assert [g.queries for g in mask.groups] == [slice(0, 9), slice(9, 18), slice(18, 27)]
     assert [g.keys for g in mask.groups] == [slice(0, 9), slice(0, 18), slice(0, 27)]
-    assert mask.restore is None and not mask.allows_everything
+    assert mask.query_split == [9, 9, 9] and not mask.allows_everything
 
 
 def test_teacher_forcing_has_two_groups_per_chunk_and_gathers_only_split_keys():
@@ -80,16 +80,17 @@ def test_teacher_forcing_has_two_groups_per_chunk_and_gathers_only_split_keys():
     assert isinstance(mask.groups[1].keys, slice) and isinstance(mask.groups[2].keys, slice)
     split = mask.groups[3].keys  # clean past + own noisy chunk: two runs, gathered
     assert split.tolist() == list(range(0, 9)) + list(range(27, 36))
-    assert mask.restore is None
+    assert mask.query_split == [9, 9, 9, 9]
 
 
-def test_identical_rows_apart_are_one_group_and_outputs_return_to_token_order():
+def test_identical_rows_apart_are_one_group_and_the_groups_partition_the_queries():
     mask = FrameMask(with_gaps(), N)
     assert (0, 4) in [g.query_frames[:2] for g in mask.groups]
-    assert mask.restore is not None
-    # the concatenated group outputs, reordered, are in token order again
-    gathered = torch.cat([torch.arange(mask.tokens)[g.queries] for g in mask.groups])
-    assert torch.equal(gathered[mask.restore], torch.arange(mask.tokens))
+    assert mask.query_split is None  # results are written into their rows instead of concatenated
+    rows = torch.cat([torch.arange(mask.tokens)[g.queries] for g in mask.groups])
+    assert sorted(rows.tolist()) == list(range(mask.tokens))  # every query token in exactly one group
+    for g in mask.groups:  # a group's keys are the allowed frames of its rows
+        assert all(with_gaps()[f].nonzero().flatten().tolist() == list(g.key_frames) for f in g.query_frames)
 
 
 def test_an_all_true_mask_is_plain_attention():

@@ -1,8 +1,9 @@
 """Attention under a FrameMask, without a token mask: chunked keys (everywhere) and FlexAttention (CUDA).
 
 Chunked keys: each query group runs unmasked attention of its query tokens against only its allowed key tokens
-(views when they are contiguous, gathered otherwise). Memory is that of the largest group's scores, never L x L
-booleans, and every call is an unmasked one, so any fast kernel can serve it.
+(views when they are contiguous, gathered otherwise). Memory is the output plus one group's keys and scores, never
+L x L booleans, and every call is an unmasked one, so any fast kernel can serve it. Under autograd the gathered
+keys of a group are kept for its backward (model.gradient_checkpointing bounds that to one block).
 
 FlexAttention: one block-sparse kernel over the whole sequence, with the BlockMask built from the frame table;
 the kernel is compiled by torch.compile once per shape.
@@ -26,9 +27,25 @@ def chunked_key_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mas
                           attend: UnmaskedFn) -> torch.Tensor:
     """q, k, v: [B, heads, L, head_dim], L = mask.tokens -> [B, heads, L, head_dim]."""
     check_length(q, k, mask)
-    outs = [attend(take(q, g.queries), take(k, g.keys), take(v, g.keys)) for g in mask.groups]
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # groups in order of their first query frame
-    return out if mask.restore is None else out.index_select(2, mask.restore)
+    if len(mask.groups) == 1:  # one group holds every query frame: no copy into an output buffer
+        g = mask.groups[0]
+        return attend(q, take(k, g.keys), take(v, g.keys))
+    if mask.query_split is not None and torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        # Under autograd: q split once, results concatenated; their backward is one cat and one split, where a
+        # slice per group would pad its query gradient to full length (measured: less memory and time).
+        rows = q.split(mask.query_split, dim=2)
+        return torch.cat([attend(r, take(k, g.keys), take(v, g.keys)) for r, g in zip(rows, mask.groups)], dim=2)
+    # Each group's result goes straight into its rows (the groups partition the query frames), so at most one
+    # group's result exists besides the output.
+    out = q.new_empty(*q.shape[:3], v.shape[-1])  # [B, heads, L, head_dim]
+    for g in mask.groups:
+        result = attend(take(q, g.queries), take(k, g.keys), take(v, g.keys))
+        if isinstance(g.queries, slice):
+            out[:, :, g.queries] = result
+        else:
+            out.index_copy_(2, g.queries, result)
+        del result
+    return out
 
 
 def check_length(q: torch.Tensor, k: torch.Tensor, mask: FrameMask) -> None:

@@ -83,7 +83,12 @@ class FrameMask:
         self.device = torch.device(device) if device is not None else table.device
         self.table = rows.to(self.device)  # [T', T'] bool
         self.groups = self._groups(rows)
-        self.restore = self._restore()
+        # query tokens per group when the groups are consecutive token ranges in order (block-causal and teacher
+        # forcing masks are), else None
+        ranges = [g.queries for g in self.groups]
+        consecutive = all(isinstance(r, slice) for r in ranges) and all(
+            a.stop == b.start for a, b in zip(ranges, ranges[1:]))
+        self.query_split = [r.stop - r.start for r in ranges] if consecutive else None
         self._block_masks: dict = {}
 
     @property
@@ -105,15 +110,6 @@ class FrameMask:
             groups.append(QueryGroup(tuple(members[g]), tuple(keys), token_index(members[g], n, dev),
                                      token_index(keys, n, dev)))
         return tuple(groups)
-
-    def _restore(self) -> Optional[torch.Tensor]:
-        """The index that puts the concatenated group outputs back in token order; None when already in order."""
-        order = [f for g in self.groups for f in g.query_frames]
-        if order == list(range(self.frames)):
-            return None
-        n = self.tokens_per_frame
-        gathered = torch.cat([torch.arange(f * n, (f + 1) * n) for f in order])  # token at each output row
-        return torch.argsort(gathered).to(self.device)
 
     # ---- block-sparse view ---------------------------------------------------------------------------------
     def block_coverage(self, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
