@@ -167,6 +167,8 @@ def test_block_mask_from_frames_equals_torch_create_block_mask(name, n, block):
         for row, used in enumerate(c_want[0, 0].tolist()):  # the listed blocks; the rest is padding
             assert torch.equal(getattr(got, index)[0, 0, row, :used], getattr(want, index)[0, 0, row, :used])
     assert mask.block_mask(block) is got  # built once, shared by every layer
+    assert FrameMask(table.clone(), n).block_mask(block) is got  # and by the next step with the same mask
+    assert FrameMask(table, n + 1).block_mask(block) is not got
 
 
 @pytest.mark.parametrize("name", list(MASKS))

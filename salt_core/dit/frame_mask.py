@@ -15,12 +15,16 @@ Tokens are frame-major: frame f owns tokens [f * n, (f + 1) * n), n = tokens per
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
 
 TokenIndex = Union[slice, torch.Tensor]  # a contiguous token range, or [Lg] long token indices
+
+BLOCK_MASKS_KEPT = 8  # FlexAttention block masks kept per process, least recently used dropped first
+_BLOCK_MASKS: "OrderedDict[tuple, object]" = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,6 @@ class FrameMask:
         consecutive = all(isinstance(r, slice) for r in ranges) and all(
             a.stop == b.start for a, b in zip(ranges, ranges[1:]))
         self.query_split = [r.stop - r.start for r in ranges] if consecutive else None
-        self._block_masks: dict = {}
 
     @property
     def tokens(self) -> int:
@@ -132,11 +135,21 @@ class FrameMask:
         return full, (allowed > 0) & ~full
 
     def block_mask(self, block_size: int = 128):
-        """The FlexAttention BlockMask of this mask on self.device (built once per block size and reused by every
-        layer): full tiles skip the mask_mod, partial tiles evaluate it, empty tiles are never visited."""
-        if block_size not in self._block_masks:
-            self._block_masks[block_size] = self._build_block_mask(block_size)
-        return self._block_masks[block_size]
+        """The FlexAttention BlockMask of this mask on self.device: full tiles skip the mask_mod, partial tiles
+        evaluate it, empty tiles are never visited.
+
+        Kept per (table, tokens per frame, block size, device) for the process, so every layer and every training
+        step with the same mask passes the same BlockMask (and mask_mod) to the compiled kernel, which then has
+        no reason to recompile."""
+        key = (bytes(self.table.to("cpu").flatten().numpy()), self.frames, self.tokens_per_frame, block_size,
+               str(self.device))
+        if key in _BLOCK_MASKS:
+            _BLOCK_MASKS.move_to_end(key)
+        else:
+            _BLOCK_MASKS[key] = self._build_block_mask(block_size)
+            while len(_BLOCK_MASKS) > BLOCK_MASKS_KEPT:
+                _BLOCK_MASKS.popitem(last=False)
+        return _BLOCK_MASKS[key]
 
     def _build_block_mask(self, block_size: int):
         from torch.nn.attention.flex_attention import BlockMask
