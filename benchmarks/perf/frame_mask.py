@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -114,8 +115,8 @@ def real_size_rows() -> list[str]:
         # gathered K and V copies of one layer (kept for backward under autograd), bf16
         copies = 2 * gathered * REAL_TOKENS_PER_FRAME * HEADS * HEAD_DIM * 2
         rows.append(
-            f"| {name} | {L} | {L * L / 2**30:.2f} GiB | {HEADS * L * L * 2 / 2**30:.1f} GiB | {len(mask.groups)} | "
-            f"{widest} | {copies / 2**30:.2f} GiB |")
+            f"| {name} | {L} | {L * L / 2**30:.2f} GiB | {L * L * 2 / 2**30:.2f} GiB | "
+            f"{HEADS * L * L * 2 / 2**30:.1f} GiB | {len(mask.groups)} | {widest} | {copies / 2**30:.2f} GiB |")
     return rows
 
 
@@ -133,14 +134,16 @@ def main() -> None:
     import torch
 
     sizes = [int(s) for s in args.tokens_per_frame.split(",")]
+    load = os.getloadavg()[0]
     lines = [
         "# Frame-masked attention: dense token mask vs chunked keys",
         "",
-        f"Command: `python benchmarks/perf/frame_mask.py --tokens-per-frame {args.tokens_per_frame} "
-        f"--repeats {args.repeats} --threads {args.threads}`",
+        f"Command: `OMP_WAIT_POLICY=PASSIVE python benchmarks/perf/frame_mask.py --tokens-per-frame "
+        f"{args.tokens_per_frame} --repeats {args.repeats} --threads {args.threads}`",
         "",
-        f"Machine: {platform.processor() or platform.machine()}; torch {torch.__version__} with {args.threads} "
-        f"thread(s); no GPU; Python {platform.python_version()} (shared machine: times are CPU time, medians)",
+        f"Machine: {platform.processor() or platform.machine()}; {os.cpu_count()} logical CPUs; torch "
+        f"{torch.__version__} with {args.threads} thread(s); no GPU; Python {platform.python_version()}; load "
+        f"average {load:.1f} at the start (shared machine: times are CPU time, medians)",
         "",
         f"One attention call, q/k/v `[1, {HEADS}, L, {HEAD_DIM}]` fp32 (Wan 1.3B width), {FRAMES} latent frames "
         "(teacher forcing: 42), full-cache masks. Peak = RSS high-water mark above the allocated inputs during the "
@@ -150,6 +153,7 @@ def main() -> None:
         "`Attention()(q, k, v, FrameMask(table, n))`.",
         "",
     ]
+    reading = []
     for mode in MODES:
         lines += [f"## {mode}", "",
                   "| mask | tokens/frame | L | dense mask | dense peak MiB | chunked peak MiB | dense ms | chunked ms "
@@ -164,19 +168,40 @@ def main() -> None:
                 print(mode, mask, n, d, c, flush=True)
                 lines.append(f"| {mask} | {n} | {L} | {L * L / MIB:.2f} MiB | {d['peak_mib']:.1f} | "
                              f"{c['peak_mib']:.1f} | {d['ms']:.1f} | {c['ms']:.1f} | {c['ms'] / d['ms']:.2f} |")
+                if c["peak_mib"] <= d["peak_mib"] and not any(r.startswith(f"* {mode}, {mask}:") for r in reading):
+                    reading.append(f"* {mode}, {mask}: chunked peak at or below dense from L = {L} on "
+                                   f"({c['peak_mib']:.1f} vs {d['peak_mib']:.1f} MiB).")
+            if not any(r.startswith(f"* {mode}, {mask}:") for r in reading):
+                reading.append(f"* {mode}, {mask}: chunked peak above dense up to L = {L} "
+                               f"({c['peak_mib']:.1f} vs {d['peak_mib']:.1f} MiB).")
         lines.append("")
+    lines += [
+        "## Reading",
+        "",
+        *reading,
+        "",
+        "Dense's extra memory grows with L^2 (the bool mask and SDPA's float copy of it: 1 + 4 bytes per token pair in "
+        "fp32); chunked's with L (the output, and under autograd gradient buffers of the key slices of each group, "
+        "padded to full length by slicing, and gathered K/V of split key sets), so at small L chunked can need more "
+        "and the gap then turns with L. Dense computes every score, allowed or not; chunked only the allowed ones "
+        "(half of a block-causal mask, about a third of teacher forcing's), plus a per-group cost that shows with "
+        "many small groups (chunks of 1 frame) at small sizes.",
+        "",
+    ]
     lines += [
         f"## At the real size ({REAL_TOKENS_PER_FRAME} tokens per frame), per layer, never allocated now",
         "",
         "`dense mask`: the [L, L] bool the replaced forward built once per model forward (under autograd kept "
-        "until the backward). `scores`: heads x L^2 bf16, what SDPA's math kernel materialises when it serves a masked call. "
+        "until the backward). `additive copy`: SDPA turns a bool mask into an [L, L] float mask of the query's "
+        "dtype (`aten.where`, seen on CPU in torch 2.13) on every call, bf16 here. `scores`: heads x L^2 bf16, "
+        "what SDPA's math kernel materialises when it serves a masked call. "
         "Chunked keys instead hold one group's keys at a time; keys of a group that are not one contiguous run "
         "are gathered (copied), and under autograd those copies are kept for backward (last column, bf16, "
         "K and V, per layer; with `gradient_checkpointing` only the block being recomputed holds them).",
         "",
-        "| mask | L | dense mask | scores (math kernel) | groups | widest group's keys (tokens) "
-        "| gathered K/V kept for backward |",
-        "|---|---|---|---|---|---|---|",
+        "| mask | L | dense mask | additive copy per call | scores (math kernel) | groups "
+        "| widest group's keys (tokens) | gathered K/V kept for backward |",
+        "|---|---|---|---|---|---|---|---|",
         *real_size_rows(),
         "",
     ]
