@@ -2,8 +2,9 @@
 
 The block-causal training forwards (teacher forcing, diffusion forcing, the single pass equal to cached
 generation) restrict attention per latent frame. Expanded to tokens that mask is [L, L] booleans (at Wan 1.3B
-x 21 latent frames, 32760 tokens: 1 GiB; teacher forcing's doubled clip: 4 GiB) and it pushes SDPA onto its
-O(L^2)-memory math kernel. `FrameMask` keeps the [T', T'] table and derives from it what the attention needs:
+x 21 latent frames, 32760 tokens: 1 GiB; teacher forcing's doubled clip: 4 GiB), SDPA turns it into an [L, L]
+additive float mask on every call, and every masked-out score is still computed. `FrameMask` keeps the [T', T']
+table and derives from it what the attention needs:
 
 * query groups: query frames whose rows are identical share one set of allowed key frames, so each group is an
   unmasked attention of its query tokens against only its key tokens (block-causal masks have one group per
