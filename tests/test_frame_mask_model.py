@@ -61,7 +61,7 @@ CASES = {
 def output_and_grads(model, x, t, ctx, mask, pos):
     x, ctx = x.clone().requires_grad_(), ctx.clone().requires_grad_()
     v = model(x, t, ctx, frame_mask=mask, frame_positions=pos)
-    weights = torch.randn(v.shape, generator=torch.Generator().manual_seed(7))
+    weights = torch.randn(v.shape, generator=torch.Generator().manual_seed(7)).to(v.device)
     params = [p for p in model.parameters() if p.requires_grad]
     grads = torch.autograd.grad((v * weights).sum(), [x, ctx, *params])
     return v.detach(), grads
@@ -144,3 +144,16 @@ def test_a_bad_frame_mask_is_refused_before_any_block_runs(tiny_dit):
     with pytest.raises(ValueError, match=r"frame_mask must be \[6, 6\], got \(5, 5\)"):
         tiny_dit(x, t, ctx, frame_mask=torch.ones(5, 5, dtype=torch.bool))
     assert calls == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the FlexAttention path runs on CUDA")
+def test_on_cuda_the_flex_attention_forward_and_gradients_equal_the_dense_mask_reference(tiny_dit):
+    model = tiny_dit.cuda()
+    case = [c.cuda() if isinstance(c, torch.Tensor) else c for c in CASES["teacher_forcing_window"]()]
+    out, grads = output_and_grads(model, *case)
+    assert model.attention._flex_failed is None  # FlexAttention served the masked calls
+    model.attention = DenseMaskSDPA()
+    ref, ref_grads = output_and_grads(model, *case)
+    assert rel_err(out, ref) <= 1e-3  # fp32 on the GPU: FlexAttention's tiling vs SDPA's
+    for got, want in zip(grads, ref_grads):
+        assert rel_err(got, want) <= 1e-3
