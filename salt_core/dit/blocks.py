@@ -7,6 +7,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from .frame_mask import FrameMask
 from .layers import FP32LayerNorm, Linear, RMSNorm, TanhGELU, compute_dtype, gated_residual, norm_modulate
 from ..rope import apply_rope
 
@@ -75,7 +76,7 @@ class WanBlock(nn.Module):
         ctx_kv: tuple[torch.Tensor, torch.Tensor],
         rope,
         attn,
-        mask: Optional[torch.Tensor] = None,
+        mask: Optional[FrameMask] = None,  # latent-frame visibility; None = bidirectional
         layer_cache=None,
         plan=None,
     ) -> torch.Tensor:

@@ -16,6 +16,7 @@ from ..config import DiTConfig
 from ..kv_cache import CachePolicy, KVCache
 from .attention import Attention
 from .blocks import WanBlock, WanHead
+from .frame_mask import FrameMask
 from .layers import Linear, TanhGELU, compute_dtype, init_like_wan, timestep_sinusoid
 from ..rope import RopeTable
 from ..schedules import FLOAT_TIMESTEPS, TimestepConvention
@@ -142,7 +143,8 @@ class WanDiT(nn.Module):
         """x: [B, C, T, H, W] noisy latents; t: [B] or [B, T]; context: [B, L, text_dim] -> v [B, C, T, H, W].
 
         frame_mask: [T', T'] bool at latent-frame granularity (True = may attend), e.g. the block-causal
-        or banded mask of a cache policy; None = full bidirectional attention.
+        or banded mask of a cache policy; None = full bidirectional attention. Every row needs a True entry.
+        It is never expanded to tokens: attention runs per group of frames, or block-sparse (see FrameMask).
         return_features: block indices whose outputs are also returned, as (v, {index: [B, L, dim]}).
         features_only: stop after the last of return_features and return (None, features) (e.g. a teacher whose
         block-20 tokens are all a loss needs: the later blocks and the head never run).
@@ -160,8 +162,7 @@ class WanDiT(nn.Module):
         if frame_mask is not None:
             if tuple(frame_mask.shape) != (f, f):
                 raise ValueError(f"frame_mask must be [{f}, {f}], got {tuple(frame_mask.shape)}")
-            n = gh * gw
-            mask = frame_mask.to(x.device).repeat_interleave(n, 0).repeat_interleave(n, 1)
+            mask = FrameMask(frame_mask, tokens_per_frame=gh * gw, device=x.device)  # never a token mask
         e, e0 = self.embed_time(t, B, f)
         ctx = self.embed_context(context)
         features = {}
