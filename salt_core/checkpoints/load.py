@@ -127,11 +127,12 @@ class _Inspection:
     format: str
     choice: object  # salt_core.families.FamilyChoice
     header_sampling: Optional[SamplingDefaults]
+    model: WanDiT  # on the meta device, its keys and shapes checked against the file
 
 
 def _inspect(reader: CheckpointReader, path: str, config: Optional[DiTConfig], family: str,
              loras: Sequence[str]) -> _Inspection:
-    """Header, layout, geometry and family of an open DiT file; reads no tensor data."""
+    """Header, layout, geometry, family and every key and shape of an open DiT file; reads no tensor data."""
     from ..families.detect import Evidence, choose_family  # the families module reads this package's errors
 
     kind = salt_header_kind(reader.metadata, path)
@@ -147,8 +148,12 @@ def _inspect(reader: CheckpointReader, path: str, config: Optional[DiTConfig], f
     container = "salt" if kind == "dit" else ("trainer" if reader.trainer_entry else "plain")
     evidence = Evidence(path, det.config, det.preset, container, header_sampling, reader.trainer_entry,
                         tuple(os.fspath(f) for f in loras))
-    return _Inspection(det, "salt" if kind == "dit" else det.format, choose_family(evidence, family),
-                       header_sampling)
+    choice = choose_family(evidence, family)
+    with torch.device("meta"):
+        model = WanDiT(det.config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_keys(expected, det.shapes, det.names, path, _describe_dit(det.config, det.preset))
+    return _Inspection(det, "salt" if kind == "dit" else det.format, choice, header_sampling, model)
 
 
 def _prefer(path: str, which: str, family: str) -> str:
@@ -198,13 +203,9 @@ def load_dit(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
     path = os.fspath(path)
     with open_checkpoint(path, which=which, prefer=_prefer(path, which, family)) as reader:
         seen = _inspect(reader, path, config, family, [f for f, _ in lora])
-        det = seen.detection
+        det, model = seen.detection, seen.model
         notes = list(det.notes)
-        with torch.device("meta"):
-            model = WanDiT(det.config)
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        check_keys(expected, det.shapes, det.names, path, _describe_dit(det.config, det.preset))
-        plan = plan_storage(model, {k: reader.infos[det.names[k]] for k in expected}, reader, det.names,
+        plan = plan_storage(model, {k: reader.infos[det.names[k]] for k in model.state_dict()}, reader, det.names,
                             det.fp8_scales, det.fp8_marker, dtype=dtype, compute_dtype=compute_dtype, source=path)
         notes += plan.notes
         adapters = _read_loras(lora, model)  # every adapter checked against the geometry before any weight is read

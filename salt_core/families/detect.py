@@ -80,13 +80,13 @@ def entry_preference(path: str, family: str = AUTO, weights: str = AUTO) -> str:
 
 
 def _size(config: DiTConfig, preset: Optional[str]) -> str:
-    return preset or f"a DiT of dim {config.dim} x {config.num_layers} layers"
+    return f"a {preset} DiT" if preset else f"a DiT of dim {config.dim} x {config.num_layers} layers"
 
 
 def _container_text(ev: Evidence) -> str:
     if ev.container == "trainer":
         return f"a Self Forcing-layout trainer checkpoint (loading '{ev.entry}')"
-    return {"salt": "a checkpoint with this project's header", "plain": "a plain state dict"}[ev.container]
+    return {"salt": "our header", "plain": "a plain state dict"}[ev.container]
 
 
 def _check_size(family: Family, ev: Evidence) -> None:
@@ -145,7 +145,8 @@ def _auto_choice(ev: Evidence) -> tuple[Family, str, list[str]]:
                                    ev.preset not in hinted.presets):
         return hinted, f"the file name {os.path.basename(ev.path)!r} says so", notes
     if hinted is not None:
-        notes.append(f"the file name suggests {hinted.describe()}, but the file holds {ev.preset}: going by size")
+        notes.append(f"the file name suggests {hinted.describe()}, but the file holds {_size(ev.config, ev.preset)}: "
+                     "going by size")
     if ev.container == "trainer":
         notes.append("the file name does not say which causal family this is (Self Forcing, Salt + Causal Forcing, "
                      "Causal Forcing chunk-wise and CausVid share this layout and size; frame-wise Causal Forcing "
@@ -179,7 +180,7 @@ def choose_family(ev: Evidence, family: str = AUTO) -> FamilyChoice:
         fam, how, notes = _auto_choice(ev)
         sampling = fam.sampling or ev.header
         why = f"family {fam.describe()}: {how}"
-    why += f"; {_container_text(ev)} of {_size(ev.config, ev.preset)}"
+    why += f"; {_container_text(ev)}, {_size(ev.config, ev.preset)}"
     if ev.preset not in RELEASED_PRESETS and fam.presets:
         notes.append(f"this {_size(ev.config, ev.preset)} is not the family's released size "
                      f"({', '.join(fam.presets)}); its sampling settings are used as they are")

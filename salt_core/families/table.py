@@ -313,7 +313,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
         caveats=("Wan samples with multistep UniPC; this sampler takes Euler steps on the same 50-step grid",),
     ),
     Family(
-        "salt-export", "a checkpoint exported by this project's trainer (settings in its header)", None,
+        "salt-export", "an export of this project's trainer, settings in its header", None,
         presets=(), container="salt",
         release=("python -m training export (training/export.py)",),
         facts=tuple(Fact(t, "as recorded in the header", "salt_core/checkpoints/save.py (dit_config, sampling "
