@@ -156,7 +156,8 @@ def _load(args, device=None):
         given = [f"--{n.replace('_', '-')}" for n in ("family", "weights", "text_encoder", "tokenizer")
                  if getattr(args, n, "auto") not in ("auto", None)] + (["--lora"] if getattr(args, "lora", []) else [])
         if given:
-            raise ValueError(f"{', '.join(given)} apply to a --checkpoint; the embedded default is used without one")
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ValueError(f"{', '.join(given)} {verb} to a --checkpoint; without one the embedded default is used")
         return load_salt_model(None, device=device or "cpu")
     return load_salt_model(args.checkpoint, device=device or "cpu", family=args.family, weights=args.weights,
                            lora=args.lora, text_encoder=getattr(args, "text_encoder", None),
