@@ -247,3 +247,15 @@ def test_our_export_keeps_its_header_settings(tmp_path):
     path = save_dit(tmp_path / "model.safetensors", tiny(4), sampling)
     _, info = load_dit(path)
     assert info.family == "salt-export" and info.sampling == sampling and info.sampling_source == "header"
+
+
+def test_the_docs_list_every_family_with_its_release_and_template():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    doc, readme = (root / "docs" / "families.md").read_text(), (root / "README.md").read_text()
+    for family in FAMILIES.values():
+        assert f"`{family.name}`" in doc and f"`{family.name}`" in readme, family.name
+        assert family.release[0].split(": ")[0] in doc or family.name == "salt-export", family.name
+        if family.template:
+            assert f"`{family.template}`" in readme and (root / "example_workflows" / f"{family.template}.json").is_file()
