@@ -277,38 +277,34 @@ def _release_head(w: Workflow, model_file: str, family: str, note: str, text: st
     return m, clip, t, p
 
 
-def _release_tail(w: Workflow, s: int, prefix: str) -> None:
+def _one_prompt_release(info, model_file: str, family: str, note: str) -> Workflow:
+    """A released student, one prompt, its trained cache policy, 832x480, 81 frames (21 latent frames)."""
+    w = Workflow(info)
+    m, _, t, p = _release_head(w, model_file, family, note)
+    s = w.add("SaltSampler", (780, 0), {"width": 832, "height": 480, "frames": 81, "seed": 42},
+              {"model": (m, 0), "conditioning": (t, 0), "cache_policy": (p, 0)})
     vae = w.add("SaltVAELoader", (1140, 420), {"vae_name": WAN_VAE})
-    _tail(w, s, 1140, prefix, vae=vae)
+    _tail(w, s, 1140, f"salt/{model_file.split('.')[0]}", vae=vae)
+    return w
 
 
 def salt_cf(info) -> Workflow:
-    w = Workflow(info)
-    m, _, t, p = _release_head(w, SALT_CF, "salt-cf", (
+    return _one_prompt_release(info, SALT_CF, "salt-cf", (
         "Salt + Causal Forcing, chunk-wise (weights not included).\n\n"
         f"models/diffusion_models/{SALT_CF}  <- checkpoints/salt_cf.pt of huggingface.co/domiso/Salt\n"
         + _SHARED_FILES +
         "\nIts EMA weights load (as its authors sample it). 832x480, 81 frames = 21 latent frames in 7 chunks of 3, "
         "4 steps [1000, 750, 500, 250] at shift 5, full KV cache, no CFG. Press R after copying files."))
-    s = w.add("SaltSampler", (780, 0), {"width": 832, "height": 480, "frames": 81, "seed": 42},
-              {"model": (m, 0), "conditioning": (t, 0), "cache_policy": (p, 0)})
-    _release_tail(w, s, "salt/salt_cf")
-    return w
 
 
 def salt_ll(info) -> Workflow:
-    w = Workflow(info)
-    m, _, t, p = _release_head(w, SALT_LL, "salt-ll", (
+    return _one_prompt_release(info, SALT_LL, "salt-ll", (
         "Salt + LongLive-style attention (weights not included).\n\n"
         f"models/diffusion_models/{SALT_LL}  <- checkpoints/salt_ll.pt of huggingface.co/domiso/Salt\n"
         + _SHARED_FILES +
         "\nIts regular (not EMA) weights load, as its authors sample it. The KV cache is the trained one: a sink "
         "of the first 3 latent frames + a window of the last 6 (their local_attn_size 12 counts the sink and the "
         "current chunk of 3). 832x480, 81 frames, 4 steps. Longer videos keep time per chunk flat."))
-    s = w.add("SaltSampler", (780, 0), {"width": 832, "height": 480, "frames": 81, "seed": 42},
-              {"model": (m, 0), "conditioning": (t, 0), "cache_policy": (p, 0)})
-    _release_tail(w, s, "salt/salt_ll")
-    return w
 
 
 def longlive_prompt_switch(info) -> Workflow:

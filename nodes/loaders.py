@@ -124,7 +124,8 @@ class SaltModelLoader:
         set_placement(model, device, offload)
         trained = f"{model.name}: trained with {describe_trained(model.sampling)}"
         if model.family:
-            trained += f"; family {model.family}" + (f", CFG {model.guidance_scale:g}" if model.guidance_scale != 1 else "")
+            cfg = f", CFG {model.guidance_scale:g}" if model.guidance_scale != 1 else ""
+            trained += f"; family {model.family}{cfg}"
         log.info("salt: %s", trained)
         return {"ui": {"text": [trained, *model.notes]}, "result": (model,)}
 

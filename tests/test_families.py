@@ -258,4 +258,5 @@ def test_the_docs_list_every_family_with_its_release_and_template():
         assert f"`{family.name}`" in doc and f"`{family.name}`" in readme, family.name
         assert family.release[0].split(": ")[0] in doc or family.name == "salt-export", family.name
         if family.template:
-            assert f"`{family.template}`" in readme and (root / "example_workflows" / f"{family.template}.json").is_file()
+            assert f"`{family.template}`" in readme
+            assert (root / "example_workflows" / f"{family.template}.json").is_file()

@@ -152,6 +152,24 @@ def _full_cache(repo: str) -> Fact:
                 "32760 tokens = 21 frames; context pass at context_noise = 0, configs/default_config.yaml)")
 
 
+def _wan_facts(size: str, config: str, steps: Fact, guidance: Fact, resolution: Fact) -> tuple[Fact, ...]:
+    """The Wan 2.1 teachers' facts; the ones that differ between sizes are given."""
+    return (
+        Fact("architecture", f"bidirectional Wan 2.1 T2V {size}", f"{WAN} {config}"),
+        Fact("container", "plain state dict (official names; the 14B in shards)", f"{WAN} wan/modules/model.py"),
+        Fact("weights", "the file's only weights", f"{WAN} wan/text2video.py (WanModel.from_pretrained)"),
+        Fact("chunks", "none: the whole clip at once", f"{WAN} wan/text2video.py"),
+        steps,
+        Fact("transition", "multistep UniPC there; deterministic Euler (ode) here",
+             f"{WAN} generate.py (--sample_solver unipc)"),
+        Fact("timesteps", "integer timesteps", f"{WAN} wan/utils/fm_solvers_unipc.py (timesteps as torch.int64)"),
+        Fact("cache", "none (bidirectional)", f"{WAN} wan/modules/model.py (full self-attention)"),
+        guidance,
+        Fact("text", "umT5-XXL, 512 tokens", f"{WAN} wan/configs/shared_config.py (text_len = 512)"),
+        resolution,
+    )
+
+
 _LONGLIVE_CACHE = ("sink 3 + window 6 past frames (local_attn_size 12 incl. sink and current chunk), absolute "
                    "positions, clean context pass at t=0")
 
@@ -264,24 +282,14 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
         release=("huggingface Wan-AI/Wan2.1-T2V-1.3B: diffusion_pytorch_model.safetensors",
                  "huggingface Comfy-Org/Wan_2.1_ComfyUI_repackaged: split_files/diffusion_models/"
                  "wan2.1_t2v_1.3B_fp16.safetensors"),
-        facts=(
-            Fact("architecture", "bidirectional Wan 2.1 T2V 1.3B", f"{WAN} wan/configs/wan_t2v_1_3B.py (dim 1536, "
-                 "30 layers)"),
-            Fact("container", "plain state dict (official names)", f"{WAN} wan/modules/model.py (WanModel)"),
-            Fact("weights", "the file's only weights", f"{WAN} wan/text2video.py (WanModel.from_pretrained)"),
-            Fact("chunks", "none: the whole clip at once", f"{WAN} wan/text2video.py"),
+        facts=_wan_facts(
+            "1.3B", "wan/configs/wan_t2v_1_3B.py (dim 1536, 30 layers)",
             Fact("steps", "50 steps, shift 8 (the 1.3B recommendation; generate.py's default is 5)",
                  f"{WAN} README.md (T2V-1.3B: --sample_shift 8 .. 12, --sample_guide_scale 6) + generate.py "
                  "(sample_steps 50)"),
-            Fact("transition", "multistep UniPC there; deterministic Euler (ode) here",
-                 f"{WAN} generate.py (--sample_solver unipc)"),
-            Fact("timesteps", "integer timesteps", f"{WAN} wan/utils/fm_solvers_unipc.py (timesteps as torch.int64)"),
-            Fact("cache", "none (bidirectional)", f"{WAN} wan/modules/model.py (full self-attention)"),
             Fact("guidance", "CFG 6 with Wan's negative prompt", f"{WAN} README.md (--sample_guide_scale 6 for "
                  "1.3B) + wan/configs/shared_config.py (sample_neg_prompt)"),
-            Fact("text", "umT5-XXL, 512 tokens", f"{WAN} wan/configs/shared_config.py (text_len = 512)"),
-            Fact("resolution", "832x480", f"{WAN} wan/configs/__init__.py (SUPPORTED_SIZES t2v-1.3B: 480*832)"),
-        ),
+            Fact("resolution", "832x480", f"{WAN} wan/configs/__init__.py (SUPPORTED_SIZES t2v-1.3B: 480*832)")),
         caveats=("Wan samples with multistep UniPC; this sampler takes Euler steps on the same 50-step grid",),
     ),
     Family(
@@ -293,23 +301,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
         release=("huggingface Wan-AI/Wan2.1-T2V-14B: diffusion_pytorch_model-0000N-of-00006.safetensors + index",
                  "huggingface Comfy-Org/Wan_2.1_ComfyUI_repackaged: split_files/diffusion_models/"
                  "wan2.1_t2v_14B_fp16.safetensors (and fp8 copies)"),
-        facts=(
-            Fact("architecture", "bidirectional Wan 2.1 T2V 14B", f"{WAN} wan/configs/wan_t2v_14B.py (dim 5120, "
-                 "40 layers)"),
-            Fact("container", "plain state dict (official names), sharded", f"{WAN} wan/modules/model.py"),
-            Fact("weights", "the file's only weights", f"{WAN} wan/text2video.py (WanModel.from_pretrained)"),
-            Fact("chunks", "none: the whole clip at once", f"{WAN} wan/text2video.py"),
+        facts=_wan_facts(
+            "14B", "wan/configs/wan_t2v_14B.py (dim 5120, 40 layers)",
             Fact("steps", "50 steps, shift 5", f"{WAN} generate.py (sample_steps 50, sample_shift 5.0 for t2v)"),
-            Fact("transition", "multistep UniPC there; deterministic Euler (ode) here",
-                 f"{WAN} generate.py (--sample_solver unipc)"),
-            Fact("timesteps", "integer timesteps", f"{WAN} wan/utils/fm_solvers_unipc.py (timesteps as torch.int64)"),
-            Fact("cache", "none (bidirectional)", f"{WAN} wan/modules/model.py (full self-attention)"),
             Fact("guidance", "CFG 5 with Wan's negative prompt", f"{WAN} generate.py (--sample_guide_scale "
                  "default 5.0) + wan/configs/shared_config.py (sample_neg_prompt)"),
-            Fact("text", "umT5-XXL, 512 tokens", f"{WAN} wan/configs/shared_config.py (text_len = 512)"),
             Fact("resolution", "1280x720 (480p also supported)", f"{WAN} generate.py (--size default 1280*720) + "
-                 "wan/configs/__init__.py (SUPPORTED_SIZES t2v-14B)"),
-        ),
+                 "wan/configs/__init__.py (SUPPORTED_SIZES t2v-14B)")),
         caveats=("Wan samples with multistep UniPC; this sampler takes Euler steps on the same 50-step grid",),
     ),
     Family(
