@@ -189,3 +189,26 @@ def test_bad_input_is_one_clear_line_naming_the_file(tmp_path, capsys, umt5_file
     text = err[err.index("error:"):]
     assert str(file_of(tmp_path, umt5_files)) in text and all(w in text for w in words), text
     assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.parametrize("where, family", [
+    ("checkpoints/salt_cf.pt", "salt-cf"), ("checkpoints/salt_ll.pt", "salt-ll"),
+    ("checkpoints/self_forcing_dmd.pt", "self-forcing"), ("chunkwise/causal_forcing.pt", "causal-forcing-chunkwise"),
+    ("framewise/causal_forcing.pt", "causal-forcing-framewise"), ("models/longlive_base.pt", "longlive"),
+    ("autoregressive_checkpoint/model.pt", "causvid"),
+])
+def test_every_causal_family_runs_from_the_command_line_with_umt5(tmp_path, capsys, umt5_files, where, family):
+    """Tiny stand-ins in each release's container and name; info names the family without loading weights."""
+    path = tmp_path / where
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(2)
+    state = {"model." + k: v for k, v in perturbed(WanDiT(dit_preset("tiny"))).state_dict().items()}
+    torch.save({"generator": state, "generator_ema": state}, path)
+    assert main(["info", "--checkpoint", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"family: {family}" in out and "causal, chunks of" in out
+    args = wan_args(umt5_files)[:-2]  # the family's own steps
+    args[1] = str(path)
+    rc, err = generate(capsys, tmp_path / "v.mp4", *args)
+    assert rc == 0 and f"family {family}" in err and "classifier-free guidance" not in err, err
+    assert frames(tmp_path / "v.mp4").shape == (9, 32, 32, 3)

@@ -46,7 +46,7 @@ def test_a_salt_ll_layout_file_loads_its_regular_weights_with_the_trained_sink_a
     assert all(torch.equal(a, b) for a, b in zip(model.dit.state_dict().values(), regular.state_dict().values()))
     shown = ret["ui"]["text"]
     assert "family salt-ll" in shown[0] and "sink 3 + window 6" in shown[0]
-    assert any("the file name 'salt_ll.pt' says so" in t for t in shown)
+    assert any("its folder and file name 'diffusion_models/salt_ll.pt' say so" in t for t in shown)
     forced = outputs(N["SaltModelLoader"]().load("salt_ll.pt", device="cpu", offload=False, weights="ema"))[0]
     assert all(torch.equal(a, b) for a, b in zip(forced.dit.state_dict().values(), ema.state_dict().values()))
 

@@ -143,7 +143,8 @@ def _auto_choice(ev: Evidence) -> tuple[Family, str, list[str]]:
     hinted = hinted_family(ev.path)
     if hinted is not None and not (ev.preset in RELEASED_PRESETS and hinted.presets and
                                    ev.preset not in hinted.presets):
-        return hinted, f"the file name {os.path.basename(ev.path)!r} says so", notes
+        named = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(ev.path))), os.path.basename(ev.path))
+        return hinted, f"its folder and file name {named!r} say so", notes
     if hinted is not None:
         notes.append(f"the file name suggests {hinted.describe()}, but the file holds {_size(ev.config, ev.preset)}: "
                      "going by size")
@@ -182,7 +183,7 @@ def choose_family(ev: Evidence, family: str = AUTO) -> FamilyChoice:
         why = f"family {fam.describe()}: {how}"
     why += f"; {_container_text(ev)}, {_size(ev.config, ev.preset)}"
     if ev.preset not in RELEASED_PRESETS and fam.presets:
-        notes.append(f"this {_size(ev.config, ev.preset)} is not the family's released size "
+        notes.append(f"the file holds {_size(ev.config, ev.preset)}, not the family's released size "
                      f"({', '.join(fam.presets)}); its sampling settings are used as they are")
     if fam.trainer_entry and ev.entry and ev.entry != fam.trainer_entry:
         notes.append(f"{fam.title} samples its {fam.weights} weights ('{fam.trainer_entry}'); loaded '{ev.entry}'")
