@@ -159,9 +159,10 @@ def _load(args, device=None):
             verb = "applies" if len(given) == 1 else "apply"
             raise ValueError(f"{', '.join(given)} {verb} to a --checkpoint; without one the embedded default is used")
         return load_salt_model(None, device=device or "cpu")
-    return load_salt_model(args.checkpoint, device=device or "cpu", family=args.family, weights=args.weights,
-                           lora=args.lora, text_encoder=getattr(args, "text_encoder", None),
-                           tokenizer=getattr(args, "tokenizer", None), vae=getattr(args, "vae", None))
+    return load_salt_model(args.checkpoint, device=device or "cpu", family=getattr(args, "family", "auto"),
+                           weights=getattr(args, "weights", "auto"), lora=getattr(args, "lora", []),
+                           text_encoder=getattr(args, "text_encoder", None), tokenizer=getattr(args, "tokenizer", None),
+                           vae=getattr(args, "vae", None))
 
 
 def generate(args) -> int:
@@ -253,8 +254,9 @@ def info(args) -> int:
 
 def vocabulary(args) -> int:
     model = _load(args)
-    if model.text_encoder is None:
-        raise ValueError(f"model {model.name!r} has no bundled text encoder (real Wan models read umT5 embeddings)")
+    if model.text_encoder is None or not hasattr(model.text_encoder, "vocab"):
+        raise ValueError(f"model {model.name!r} has no word-level text encoder to list (real Wan models read umT5, "
+                         "whose tokenizer takes any text)")
     words = sorted(model.text_encoder.vocab)
     print(f"{len(words)} words known to {model.name!r}'s text encoder (other words become <unk> and are reported):")
     print(" ".join(words))
