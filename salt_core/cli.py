@@ -270,6 +270,7 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
 def main(argv=None) -> int:
     from .checkpoints import CheckpointError
     from .text.model import UnknownWordsWarning
+    from .text.umt5 import MissingTokenizerLibrary
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.showwarning = _one_line_warnings
@@ -280,7 +281,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         return 130
-    except (ValueError, CheckpointError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+    except (ValueError, CheckpointError, FileNotFoundError, PermissionError, IsADirectoryError,
+            MissingTokenizerLibrary) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

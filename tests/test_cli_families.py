@@ -212,3 +212,21 @@ def test_every_causal_family_runs_from_the_command_line_with_umt5(tmp_path, caps
     rc, err = generate(capsys, tmp_path / "v.mp4", *args)
     assert rc == 0 and f"family {family}" in err and "classifier-free guidance" not in err, err
     assert frames(tmp_path / "v.mp4").shape == (9, 32, 32, 3)
+
+
+def test_umt5_without_its_optional_libraries_says_which_extra_to_install(tmp_path, capsys, umt5_files, monkeypatch):
+    import importlib
+
+    from salt_core.text.umt5 import tokenizer
+
+    real = importlib.import_module
+
+    def without_extra(name, *a, **k):
+        if name in ("sentencepiece", "tokenizers", "ftfy"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(tokenizer.importlib, "import_module", without_extra)
+    rc, err = generate(capsys, tmp_path / "x.mp4", *wan_args(umt5_files))
+    assert rc == 2 and "Traceback" not in err and 'pip install -e ".[umt5]"' in err, err
+    assert not (tmp_path / "x.mp4").exists()
