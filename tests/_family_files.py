@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
 from pathlib import Path
 
@@ -98,7 +97,3 @@ def our_header(size: str, sampling) -> dict:
     config = dit_preset(SIZES[size])
     return {"format": "pt", "salt_format": "1", "salt_kind": "dit", "salt_core_version": "test",
             "dit_config": json.dumps(config.to_dict()), "sampling": json.dumps(sampling.to_dict())}
-
-
-def apparent_size(path: Path) -> int:
-    return os.path.getsize(path)

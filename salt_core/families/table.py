@@ -17,7 +17,7 @@ starting at frame 12 attends frames 0-2 (sink), 6-11 (window) and itself, 12 fra
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from ..config import SamplingDefaults
