@@ -49,10 +49,20 @@ WAN_TEXT = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 WAN_VAE = "wan_2.1_vae.safetensors"
 WAN_STUDENT = "self_forcing_dmd.pt"
 _REPACK = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+SALT_CF, SALT_LL = "salt_cf.pt", "salt_ll.pt"
+LONGLIVE_BASE, LONGLIVE_LORA = "longlive_base.pt", "lora.pt"
+_SALT_HUB = "https://huggingface.co/domiso/Salt/resolve/main/checkpoints"
+_LONGLIVE_HUB = "https://huggingface.co/Efficient-Large-Model/LongLive-1.3B/resolve/main/models"
 MODEL_URLS = {
     WAN_TEXT: {"name": WAN_TEXT, "url": f"{_REPACK}/text_encoders/{WAN_TEXT}", "directory": "text_encoders"},
     WAN_VAE: {"name": WAN_VAE, "url": f"{_REPACK}/vae/{WAN_VAE}", "directory": "vae"},
+    SALT_CF: {"name": SALT_CF, "url": f"{_SALT_HUB}/{SALT_CF}", "directory": "diffusion_models"},
+    SALT_LL: {"name": SALT_LL, "url": f"{_SALT_HUB}/{SALT_LL}", "directory": "diffusion_models"},
+    LONGLIVE_BASE: {"name": LONGLIVE_BASE, "url": f"{_LONGLIVE_HUB}/{LONGLIVE_BASE}", "directory": "diffusion_models"},
+    LONGLIVE_LORA: {"name": LONGLIVE_LORA, "url": f"{_LONGLIVE_HUB}/{LONGLIVE_LORA}", "directory": "loras"},
 }
+_SHARED_FILES = (f"models/text_encoders/{WAN_TEXT}  <- umT5-XXL (Comfy-Org/Wan_2.1_ComfyUI_repackaged)\n"
+                 f"models/vae/{WAN_VAE}  <- the Wan 2.1 VAE (same repository)\n")
 WAN_NOTE = (
     "Wan 2.1 1.3B Self Forcing-family template (weights not included).\n\n"
     f"models/diffusion_models/{WAN_STUDENT}  <- checkpoints/self_forcing_dmd.pt from the Self Forcing release "
@@ -234,12 +244,13 @@ def prompt_schedule(info) -> Workflow:
     return w
 
 
+_FOX = "A red fox trots through fresh snow in a pine forest at sunrise, cinematic, shallow depth of field"
+
+
 def _wan_head(w: Workflow):
     m = w.add("SaltModelLoader", (0, 0), {"model_name": WAN_STUDENT, "dtype": "auto", "device": "auto"})
     clip = w.add("CLIPLoader", (0, 230), {"clip_name": WAN_TEXT, "type": "wan"})
-    t = w.add("CLIPTextEncode", (360, 230), {"text": "A red fox trots through fresh snow in a pine forest at "
-                                                     "sunrise, cinematic, shallow depth of field"},
-              {"clip": (clip, 0)}, size=(380, 180))
+    t = w.add("CLIPTextEncode", (360, 230), {"text": _FOX}, {"clip": (clip, 0)}, size=(380, 180))
     p = w.add("SaltCachePolicy", (360, 0), {"policy": "full", "max_frames": 21})
     s = w.add("SaltSampler", (780, 0), {"width": 832, "height": 480, "frames": 81, "seed": 42},
               {"model": (m, 0), "conditioning": (t, 0), "cache_policy": (p, 0)})
@@ -252,6 +263,70 @@ def wan_self_forcing(info) -> Workflow:
     s = _wan_head(w)
     vae = w.add("SaltVAELoader", (1140, 420), {"vae_name": WAN_VAE})
     _tail(w, s, 1140, "salt/wan_self_forcing", vae=vae)
+    return w
+
+
+def _release_head(w: Workflow, model_file: str, family: str, note: str, text: str = _FOX):
+    """Loader (family named: a renamed file still samples as trained) -> umT5 prompt -> the trained cache policy."""
+    m = w.add("SaltModelLoader", (0, 0), {"model_name": model_file, "dtype": "auto", "device": "auto",
+                                          "family": family, "weights": "auto"})
+    clip = w.add("CLIPLoader", (0, 290), {"clip_name": WAN_TEXT, "type": "wan"})
+    t = w.add("CLIPTextEncode", (360, 290), {"text": text}, {"clip": (clip, 0)}, size=(380, 180))
+    p = w.add("SaltCachePolicy", (360, 0), None, {"model": (m, 0)}, title="Cache policy (as trained)")
+    w.note((0, 520), note, size=(740, 280))
+    return m, clip, t, p
+
+
+def _one_prompt_release(info, model_file: str, family: str, note: str) -> Workflow:
+    """A released student, one prompt, its trained cache policy, 832x480, 81 frames (21 latent frames)."""
+    w = Workflow(info)
+    m, _, t, p = _release_head(w, model_file, family, note)
+    s = w.add("SaltSampler", (780, 0), {"width": 832, "height": 480, "frames": 81, "seed": 42},
+              {"model": (m, 0), "conditioning": (t, 0), "cache_policy": (p, 0)})
+    vae = w.add("SaltVAELoader", (1140, 420), {"vae_name": WAN_VAE})
+    _tail(w, s, 1140, f"salt/{model_file.split('.')[0]}", vae=vae)
+    return w
+
+
+def salt_cf(info) -> Workflow:
+    return _one_prompt_release(info, SALT_CF, "salt-cf", (
+        "Salt + Causal Forcing, chunk-wise (weights not included).\n\n"
+        f"models/diffusion_models/{SALT_CF}  <- checkpoints/salt_cf.pt of huggingface.co/domiso/Salt\n"
+        + _SHARED_FILES +
+        "\nIts EMA weights load (as its authors sample it). 832x480, 81 frames = 21 latent frames in 7 chunks of 3, "
+        "4 steps [1000, 750, 500, 250] at shift 5, full KV cache, no CFG. Press R after copying files."))
+
+
+def salt_ll(info) -> Workflow:
+    return _one_prompt_release(info, SALT_LL, "salt-ll", (
+        "Salt + LongLive-style attention (weights not included).\n\n"
+        f"models/diffusion_models/{SALT_LL}  <- checkpoints/salt_ll.pt of huggingface.co/domiso/Salt\n"
+        + _SHARED_FILES +
+        "\nIts regular (not EMA) weights load, as its authors sample it. The KV cache is the trained one: a sink "
+        "of the first 3 latent frames + a window of the last 6 (their local_attn_size 12 counts the sink and the "
+        "current chunk of 3). 832x480, 81 frames, 4 steps. Longer videos keep time per chunk flat."))
+
+
+def longlive_prompt_switch(info) -> Workflow:
+    w = Workflow(info)
+    m, clip, t, p = _release_head(w, LONGLIVE_BASE, "longlive", (
+        "LongLive 1.3B: base + its long-video LoRA, two prompts with KV re-cache (weights not included).\n\n"
+        f"models/diffusion_models/{LONGLIVE_BASE}  <- models/longlive_base.pt of "
+        "huggingface.co/Efficient-Large-Model/LongLive-1.3B\n"
+        f"models/loras/{LONGLIVE_LORA}  <- models/lora.pt of the same repository (rank 256, strength 1)\n"
+        + _SHARED_FILES +
+        "\nRegular weights, sink 3 + window 6 as trained. The prompt switches at frame 81; the frames still in the "
+        "cache are re-encoded under the new prompt. 832x480, 165 frames (42 latent frames, 14 chunks)."),
+        text="A red fox trots through fresh snow in a pine forest at sunrise, cinematic")
+    lora = w.add("SaltLoraLoader", (360, 130), {"lora_name": LONGLIVE_LORA, "strength": 1.0}, {"model": (m, 0)})
+    t2 = w.add("CLIPTextEncode", (360, 500), {"text": "The red fox stops and looks up at a flock of birds crossing "
+                                                      "the sky, cinematic"}, {"clip": (clip, 0)}, size=(380, 180))
+    s1 = w.add("SaltPromptSchedule", (780, 290), {"start_frame": 0}, {"conditioning": (t, 0)})
+    s2 = w.add("SaltPromptSchedule", (780, 430), {"start_frame": 81}, {"conditioning": (t2, 0), "previous": (s1, 0)})
+    s = w.add("SaltSampler", (1140, 0), {"width": 832, "height": 480, "frames": 165, "seed": 42},
+              {"model": (lora, 0), "schedule": (s2, 0), "cache_policy": (p, 0)})
+    vae = w.add("SaltVAELoader", (1500, 420), {"vae_name": WAN_VAE})
+    _tail(w, s, 1500, "salt/longlive_switch", vae=vae)
     return w
 
 
@@ -277,6 +352,21 @@ EXAMPLES = {
     "salt_prompt_schedule": (prompt_schedule, "Prompt schedule (switch at frame 41)"),
     "salt_wan_self_forcing": (wan_self_forcing, "Wan 2.1 1.3B, Self Forcing"),
     "salt_wan_core_nodes_mix": (wan_core_nodes_mix, "Wan 2.1 with core VAE / video nodes"),
+    "salt_cf": (salt_cf, "Salt + Causal Forcing"),
+    "salt_ll": (salt_ll, "Salt + LongLive (sink + window)"),
+    "longlive_prompt_switch": (longlive_prompt_switch, "LongLive: LoRA, two prompts"),
+}
+CARDS = {  # title-card lines of the templates whose weights are not included
+    "salt_wan_self_forcing": ["832 x 480, 81 frames, 4 steps", "causal, KV cache, chunks of 3",
+                              "weights: Self Forcing + Wan 2.1", "(not included, see the note)"],
+    "salt_wan_core_nodes_mix": ["832 x 480, 81 frames, 4 steps", "core VAEDecode / CreateVideo / SaveVideo",
+                                "weights: Self Forcing + Wan 2.1", "(not included, see the note)"],
+    "salt_cf": ["832 x 480, 81 frames, 4 steps", "EMA weights, full KV cache", "weights: domiso/Salt salt_cf.pt",
+                "(not included, see the note)"],
+    "salt_ll": ["832 x 480, 81 frames, 4 steps", "regular weights, sink 3 + window 6",
+                "weights: domiso/Salt salt_ll.pt", "(not included, see the note)"],
+    "longlive_prompt_switch": ["832 x 480, 165 frames, 4 steps", "base + LoRA, re-cache on switch",
+                               "weights: LongLive-1.3B", "(not included, see the note)"],
 }
 RUNNABLE = ("salt_t2v_embedded_default", "salt_long_video_sink_window", "salt_prompt_schedule")
 
@@ -354,11 +444,7 @@ def build(run: bool = True) -> None:
                 [images] = run_api(api).values()
             grid_thumbnail(images, title).save(HERE / f"{name}.jpg", quality=90)
         elif name not in RUNNABLE:
-            lines = ["832 x 480, 81 frames, 4 steps", "causal, KV cache, chunks of 3",
-                     "weights: Self Forcing + Wan 2.1", "(not included, see the note)"]
-            if "mix" in name:
-                lines[1] = "core VAEDecode / CreateVideo / SaveVideo"
-            title_card(title, lines).save(HERE / f"{name}.jpg", quality=90)
+            title_card(title, CARDS[name]).save(HERE / f"{name}.jpg", quality=90)
         print(f"wrote {name}")
 
 

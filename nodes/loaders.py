@@ -11,11 +11,27 @@ log = logging.getLogger("salt.nodes")
 
 try:
     from salt_core.dit.attention import BACKENDS as ATTENTION_BACKENDS
+    from salt_core.families.table import family_names
 except Exception:  # pragma: no cover - salt_core broken: keep the pack importable, fail in the node
     ATTENTION_BACKENDS = ("sdpa", "sage", "flash")
 
+    def family_names() -> list[str]:
+        return []
+
 _MODEL_FOLDERS = (SALT_FOLDER, "diffusion_models")
 _VAE_FOLDERS = ("vae", SALT_FOLDER)
+_COMPANION_FOLDERS = ("vae", "text_encoders", SALT_FOLDER)  # where a checkpoint's recorded VAE / text encoder may be
+
+
+def _companion_folders() -> list[str]:
+    folder_paths = getattr(host.host_module("folder_paths"), "get_folder_paths", None)
+    folders: list[str] = []
+    for name in _COMPANION_FOLDERS if folder_paths is not None else ():
+        try:
+            folders += list(folder_paths(name))
+        except KeyError:
+            continue
+    return folders
 
 
 def _dtype(name: str, device):
@@ -67,6 +83,16 @@ class SaltModelLoader:
                                "on the device and stream the others from pinned CPU memory while sampling, one "
                                "block ahead of the compute (1.3B: 30 blocks of ~93 MB in bf16; 14B: 40 of "
                                "~0.7 GB). 0 = all blocks on the device (off)."}),
+                "family": (["auto", *family_names()], {
+                    "default": "auto",
+                    "tooltip": "The model family, which sets the sampling defaults (chunk size, steps, shift, cache "
+                               "sink / window, CFG) and which trainer weights load. 'auto' detects it from the "
+                               "file's header, name, layout and size and says why on the node; a family that "
+                               "contradicts the file is refused."}),
+                "weights": (["auto", "ema", "regular"], {
+                    "default": "auto",
+                    "tooltip": "Trainer checkpoints hold EMA and regular weights: 'auto' loads the family's "
+                               "(Salt + Causal Forcing: EMA; Salt + LongLive, LongLive: regular)."}),
             },
         }
 
@@ -79,7 +105,8 @@ class SaltModelLoader:
     DESCRIPTION = "Loads a Wan 2.1 video generator: the embedded default or a checkpoint from models/salt or " \
                   "models/diffusion_models. The file format and model size are detected from the file."
 
-    def load(self, model_name, dtype="auto", attention="sdpa", device="auto", offload=True, blocks_on_device=0):
+    def load(self, model_name, dtype="auto", attention="sdpa", device="auto", offload=True, blocks_on_device=0,
+             family="auto", weights="auto"):
         from salt_core.dit.offload import check_blocks_on_device
         from salt_core.pipeline import load_salt_model
         from salt_core.sampling.settings import describe_trained
@@ -94,7 +121,10 @@ class SaltModelLoader:
             load_on = host.offload_device()
         else:
             load_on = run_on
-        model = load_salt_model(path, device=load_on, dtype=_dtype(dtype, run_on), attention=attention)
+        if path is None and (family, weights) != ("auto", "auto"):
+            raise ValueError("family / weights apply to a checkpoint file, not to the embedded default")
+        extra = {} if path is None else {"family": family, "weights": weights, "search": _companion_folders()}
+        model = load_salt_model(path, device=load_on, dtype=_dtype(dtype, run_on), attention=attention, **extra)
         if path is None and DTYPES.get(dtype) is not None:
             model.dit.to(DTYPES[dtype])
         check_blocks_on_device(blocks_on_device, len(model.dit.blocks))  # the depth is known once read
@@ -102,6 +132,9 @@ class SaltModelLoader:
             log.warning("salt: %s: %s", model.name, note)
         set_placement(model, Placement(device, bool(offload), int(blocks_on_device)))
         trained = f"{model.name}: trained with {describe_trained(model.sampling)}"
+        if model.family:
+            cfg = f", CFG {model.guidance_scale:g}" if model.guidance_scale != 1 else ""
+            trained += f"; family {model.family}{cfg}"
         log.info("salt: %s", trained)
         return {"ui": {"text": [trained, *model.notes]}, "result": (model,)}
 

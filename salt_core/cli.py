@@ -1,8 +1,9 @@
 """`python -m salt_core generate ...`: text to video on a bare machine (the embedded default when no checkpoint).
 
 Every setting left unset keeps what the model was trained with (printed at the start); what you set is applied on
-top of it. Commands: `generate`, `info` (what a model was trained with), `vocabulary` (the words the embedded
-default's text encoder knows).
+top of it. A checkpoint's family (Salt, Self Forcing, Causal Forcing, LongLive, CausVid, Wan 2.1, our exports) is
+detected from the file and can be chosen with --family. Commands: `generate`, `info` (what a model was trained with
+and which family it is), `vocabulary` (the words the embedded default's text encoder knows).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import time
 import warnings
 
+from .families.table import family_names
 from .kv_cache import POLICIES, POSITIONS
 
 MAX_FRAMES = 1_000_000  # ~17 h at 16 fps: a longer request is taken for a typo
@@ -36,6 +38,31 @@ def _positive(kind, name: str, low=1, high=None):
     return parse
 
 
+def _lora(text: str) -> tuple[str, float]:
+    """FILE or FILE:STRENGTH (a path may itself hold ':', e.g. C:\\loras\\x.safetensors)."""
+    path, sep, tail = text.rpartition(":")
+    if sep:
+        try:
+            strength = float(tail)
+        except ValueError:
+            return text, 1.0
+        if not math.isfinite(strength):
+            raise argparse.ArgumentTypeError(f"--lora strength must be finite, got {tail!r}")
+        return path, strength
+    return text, 1.0
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None, help="DiT checkpoint (default: the embedded default model)")
+    p.add_argument("--family", choices=["auto", *family_names()], default="auto",
+                   help="model family: auto = detected from the file (header, name, container, shapes); a name sets "
+                        "its sampling defaults and weights, checked against the file")
+    p.add_argument("--weights", choices=["auto", "ema", "regular"], default="auto",
+                   help="trainer checkpoints: EMA or regular generator weights (auto: the family's)")
+    p.add_argument("--lora", type=_lora, action="append", default=[], metavar="FILE[:STRENGTH]",
+                   help="a LoRA applied to the DiT (repeatable, in order; strength default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="python -m salt_core", description=__doc__, formatter_class=fmt)
@@ -46,8 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", required=True, help="text prompt (the embedded default knows the words listed by "
                                                    "`python -m salt_core vocabulary`)")
     g.add_argument("--out", required=True, help="output .mp4 path")
-    g.add_argument("--checkpoint", default=None, help="DiT checkpoint (default: the embedded default model)")
-    g.add_argument("--vae", default=None, help="VAE checkpoint (default: the one bundled with the model)")
+    _add_model_options(g)
+    g.add_argument("--vae", default=None, help="VAE checkpoint (default: the one the model records or bundles)")
+    g.add_argument("--text-encoder", default=None,
+                   help="text encoder: umT5-XXL (Wan's .pth, ComfyUI's umt5_xxl_*.safetensors, transformers) for real "
+                        "Wan models, or a tiny world encoder (default: the one the model records)")
+    g.add_argument("--tokenizer", default=None,
+                   help="umT5 tokenizer (tokenizer.json, spiece.model or the google/umt5-xxl folder); ComfyUI's "
+                        "umT5 files carry their own")
+    g.add_argument("--guidance", type=_positive(float, "--guidance", 0.0, 100.0), default=None,
+                   help="classifier-free guidance scale (default: the family's: 1 = none for distilled students, "
+                        "Wan 2.1 teachers 5 / 6)")
+    g.add_argument("--negative-prompt", default=None,
+                   help="negative prompt of the guidance (default: Wan's for umT5)")
     g.add_argument("--frames", type=_positive(int, "--frames", 1, MAX_FRAMES), default=None,
                    help="video frames, 4k+1 (default: from --seconds)")
     g.add_argument("--seconds", type=_positive(float, "--seconds", 1e-3, MAX_FRAMES / 8.0), default=4.0,
@@ -84,10 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N, mps")
     g.add_argument("--threads", type=_positive(int, "--threads", 1, 4096), default=None,
                    help="CPU threads for torch (default: torch's choice)")
-    for name, text in (("info", "print what a model was trained with"),
-                       ("vocabulary", "print the words the model's text encoder knows")):
-        s = sub.add_parser(name, help=text, formatter_class=fmt)
-        s.add_argument("--checkpoint", default=None, help="DiT checkpoint (default: the embedded default model)")
+    i = sub.add_parser("info", help="print what a model was trained with and which family it is (reads no weight)",
+                       formatter_class=fmt)
+    _add_model_options(i)
+    v = sub.add_parser("vocabulary", help="print the words the model's text encoder knows", formatter_class=fmt)
+    v.add_argument("--checkpoint", default=None, help="DiT checkpoint (default: the embedded default model)")
     return p
 
 
@@ -113,7 +152,17 @@ def frames_for(args, model) -> int:
 def _load(args, device=None):
     from .pipeline import load_salt_model
 
-    return load_salt_model(args.checkpoint, device=device or "cpu")
+    if args.checkpoint is None:
+        given = [f"--{n.replace('_', '-')}" for n in ("family", "weights", "text_encoder", "tokenizer")
+                 if getattr(args, n, "auto") not in ("auto", None)] + (["--lora"] if getattr(args, "lora", []) else [])
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ValueError(f"{', '.join(given)} {verb} to a --checkpoint; without one the embedded default is used")
+        return load_salt_model(None, device=device or "cpu")
+    return load_salt_model(args.checkpoint, device=device or "cpu", family=getattr(args, "family", "auto"),
+                           weights=getattr(args, "weights", "auto"), lora=getattr(args, "lora", []),
+                           text_encoder=getattr(args, "text_encoder", None), tokenizer=getattr(args, "tokenizer", None),
+                           vae=getattr(args, "vae", None))
 
 
 def generate(args) -> int:
@@ -121,7 +170,7 @@ def generate(args) -> int:
 
     from .atomic import sigterm_as_interrupt
     from .devices import resolve_device
-    from .pipeline import decode_stream, encode_prompt, stream_latents
+    from .pipeline import decode_stream, encode_prompt, guidance_for, stream_latents
     from .sampling.settings import describe_trained
     from .vae import check_formats
     from .video_io import check_writable, write_mp4
@@ -135,12 +184,9 @@ def generate(args) -> int:
     for note in model.notes:
         print(f"note: {note}", file=sys.stderr)
     vae = model.vae
-    if args.vae is not None:
-        from .checkpoints import load_vae
-
-        vae = load_vae(args.vae, device=device)[0].eval()
     if vae is None:
-        raise ValueError(f"model {model.name!r} has no bundled VAE: pass --vae PATH (a Wan 2.1 VAE file)")
+        raise ValueError(f"model {model.name!r} has no VAE it records or bundles: pass --vae PATH (a Wan 2.1 VAE "
+                         "file)")
     check_formats(model.latent_format, vae, f"model {model.name!r}")  # before any compute
     trained_hw = model.sampling.resolution or (EMBEDDED_SIZE if model.source.endswith("default") else None)
     height = args.height or (trained_hw or EMBEDDED_SIZE)[0]
@@ -158,12 +204,16 @@ def generate(args) -> int:
     context, unknown = encode_prompt(model, args.prompt)
     if unknown:
         print(f"warning: words unknown to the text encoder (encoded as <unk>): {', '.join(unknown)}", file=sys.stderr)
+    guidance = guidance_for(model, args.guidance, args.negative_prompt)
+    if guidance.active:
+        print(f"classifier-free guidance {guidance.scale:g} (two forwards per step)", file=sys.stderr)
     load_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     with torch.inference_mode(), sigterm_as_interrupt():  # a kill leaves no half-written file, as Ctrl+C
         chunks = (c.latents for c in stream_latents(model, context, width=width, height=height, frames=frames,
-                                                    overrides=overrides_from(args), seed=args.seed))
+                                                    overrides=overrides_from(args), seed=args.seed,
+                                                    guidance=guidance))
         path, n = write_mp4(args.out, decode_stream(model, vae, chunks), fps=args.fps)
     gen_s = time.perf_counter() - t1
     video_s = n / args.fps
@@ -178,19 +228,35 @@ def generate(args) -> int:
 def info(args) -> int:
     from .sampling.settings import describe_trained
 
-    model = _load(args)
-    print(f"{model.name}: {describe_trained(model.sampling)}")
-    if model.sampling.resolution:
-        print(f"trained at {model.sampling.resolution[1]}x{model.sampling.resolution[0]} pixels")
-    for note in model.notes:
+    if args.checkpoint is None:
+        model = _load(args)
+        name, sampling, notes, guidance = model.name, model.sampling, model.notes, model.guidance_scale
+    else:
+        from pathlib import Path
+
+        from .checkpoints import inspect_dit
+        from .pipeline import trained_companions
+
+        found = inspect_dit(args.checkpoint, which=args.weights, family=args.family, lora=args.lora)
+        notes = list(found.notes)
+        trained_companions(args.checkpoint, found.metadata, (), notes)
+        name, sampling, guidance = Path(args.checkpoint).name, found.sampling, found.guidance_scale
+        print(f"family: {found.family}")
+    print(f"{name}: {describe_trained(sampling)}")
+    if sampling.resolution:
+        print(f"trained at {sampling.resolution[1]}x{sampling.resolution[0]} pixels")
+    if guidance != 1.0:
+        print(f"samples with classifier-free guidance {guidance:g}")
+    for note in notes:
         print(f"note: {note}")
     return 0
 
 
 def vocabulary(args) -> int:
     model = _load(args)
-    if model.text_encoder is None:
-        raise ValueError(f"model {model.name!r} has no bundled text encoder (real Wan models read umT5 embeddings)")
+    if model.text_encoder is None or not hasattr(model.text_encoder, "vocab"):
+        raise ValueError(f"model {model.name!r} has no word-level text encoder to list (real Wan models read umT5, "
+                         "whose tokenizer takes any text)")
     words = sorted(model.text_encoder.vocab)
     print(f"{len(words)} words known to {model.name!r}'s text encoder (other words become <unk> and are reported):")
     print(" ".join(words))
@@ -204,6 +270,7 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
 def main(argv=None) -> int:
     from .checkpoints import CheckpointError
     from .text.model import UnknownWordsWarning
+    from .text.umt5 import MissingTokenizerLibrary
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.showwarning = _one_line_warnings
@@ -214,7 +281,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         return 130
-    except (ValueError, CheckpointError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+    except (ValueError, CheckpointError, FileNotFoundError, PermissionError, IsADirectoryError,
+            MissingTokenizerLibrary) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -18,7 +18,7 @@ import torch
 from .config import SamplingDefaults, dit_preset
 from .dit import WanDiT
 from .kv_cache import CachePolicy
-from .sampling import ChunkResult, PromptSegment, collect_chunks, sample_clip, stream_ar
+from .sampling import NO_GUIDANCE, ChunkResult, Guidance, PromptSegment, collect_chunks, sample_clip, stream_ar
 from .sampling.settings import NO_OVERRIDES, SamplingOverrides, SamplingPlan, plan_sampling
 from .vae import WAN21_LATENT_FORMAT, FrameDecoder, LatentFormat, WanVAE, vae_preset
 from .validation import VAE_TIME, latent_frames_for, latent_size_for, pixel_frames_for
@@ -42,10 +42,12 @@ class SaltModel:
     sampling: SamplingDefaults
     name: str
     source: str
-    text_encoder: Optional[object] = None  # tiny encoder of the embedded default
-    vae: Optional[WanVAE] = None  # bundled VAE (embedded default)
+    text_encoder: Optional[object] = None  # the tiny world encoder or umT5 it was trained with (when known)
+    vae: Optional[WanVAE] = None  # the VAE it was trained with (when known)
     notes: tuple[str, ...] = ()
     latent_format: Optional[LatentFormat] = None  # the normalised space it works in; None = not recorded
+    family: str = ""  # salt_core.families name ("" for the embedded default)
+    guidance_scale: float = 1.0  # classifier-free guidance its family samples with (1 = none)
 
     def __post_init__(self) -> None:
         if self.latent_format is None and self.vae is not None:
@@ -85,22 +87,87 @@ def random_default(device="cpu", seed: int = 0) -> SaltModel:
 
 
 def load_salt_model(
-    path: Optional[str] = None, *, device="cpu", dtype: Optional[torch.dtype] = None, attention: str = "sdpa"
+    path: Optional[str] = None, *, device="cpu", dtype: Optional[torch.dtype] = None, attention: str = "sdpa",
+    family: str = "auto", weights: str = "auto", lora: Sequence[tuple[str, float]] = (),
+    text_encoder: Optional[str] = None, tokenizer: Optional[str] = None, vae: Optional[str] = None,
+    search: Sequence[str] = (),
 ) -> SaltModel:
-    """Load a DiT checkpoint (any accepted format), or the embedded default when path is None."""
+    """Load a DiT checkpoint (any accepted format; its family detected or given, `weights` auto / ema / regular),
+    or the embedded default when path is None. The VAE and text encoder are the ones given, else the ones the
+    checkpoint records (found next to it, in the embedded default's folder or in `search`). Every check — family,
+    weights, adapters, encoder width, latent formats — runs before sampling."""
     if path is None:
         if (DEFAULT_ASSETS / "dit.safetensors").exists():
             return _load_embedded_default(device, dtype, attention)
         model = random_default(device)
         model.dit.set_attention_backend(attention)
         return model
-    from .checkpoints import load_dit
+    from .checkpoints import load_dit, load_vae
+    from .text.prompts import load_prompt_encoder
 
-    dit, info = load_dit(path, device=device, dtype=dtype)
+    which = {"auto": "auto", "ema": "ema", "regular": "regular"}.get(weights)
+    if which is None:
+        raise ValueError(f"weights={weights!r} is not one of ['auto', 'ema', 'regular']")
+    dit, info = load_dit(path, device=device, dtype=dtype, which=which, family=family, lora=lora)
     dit.set_attention_backend(attention)
-    fmt = WAN21_LATENT_FORMAT if info.format != "salt" else None  # foreign files are Wan 2.1 models
-    return SaltModel(dit.eval(), info.sampling, Path(path).name, str(path),
-                     notes=tuple(getattr(info, "notes", ()) or ()), latent_format=fmt)
+    notes = list(info.notes)
+    record, found_vae, found_text = trained_companions(str(path), info.metadata, search, notes,
+                                                       want_vae=vae is None, want_text=text_encoder is None)
+    vae_path, text_path = vae or found_vae, text_encoder or found_text
+    encoder = load_prompt_encoder(text_path, tokenizer, device=device) if text_path else None
+    if tokenizer is not None and text_path is None:
+        raise ValueError(f"a tokenizer ({tokenizer}) was given without a text encoder: pass the umT5 file too")
+    if encoder is not None:
+        _check_encoder_width(encoder, dit, text_path, str(path))
+    loaded_vae = load_vae(vae_path, device=device)[0].eval() if vae_path else None
+    if record is not None and record.latent_format is not None:
+        fmt = record.format()
+    elif info.format == "salt":
+        fmt = loaded_vae.config.latent_format if loaded_vae is not None and record is not None else None
+    else:
+        fmt = WAN21_LATENT_FORMAT  # foreign files are Wan 2.1 models
+    return SaltModel(dit.eval(), info.sampling, Path(path).name, str(path), encoder, loaded_vae, tuple(notes), fmt,
+                     info.family, info.guidance_scale)
+
+
+def trained_companions(path: str, metadata: dict, search: Sequence[str] = (), notes: Optional[list] = None, *,
+                       want_vae: bool = True, want_text: bool = True):
+    """The VAE and text encoder a checkpoint records, looked for next to it, in the embedded default's folder and in
+    `search` -> (record or None, vae path or None, text encoder path or None); what was found goes into `notes`."""
+    from .checkpoints.trained_with import read_trained_with
+
+    notes = [] if notes is None else notes
+    record = read_trained_with(metadata, path)
+    if record is None:
+        return None, None, None
+    folders = [str(Path(path).parent), str(DEFAULT_ASSETS), *search]
+    vae = _companion(record.vae, "VAE", folders, notes) if want_vae else None
+    text = _companion(record.text_encoder, "text encoder", folders, notes) if want_text else None
+    return record, vae, text
+
+
+def _companion(companion, what: str, folders: Sequence[str], notes: list[str]) -> Optional[str]:
+    """Where the recorded companion is, with a note either way; None when it is not found."""
+    from .checkpoints.trained_with import find_companion
+
+    if companion is None:
+        return None
+    found, mismatch = find_companion(companion, folders)
+    if found is not None:
+        notes.append(f"trained with the {what} {companion.describe()}: using {found}")
+        return found
+    notes.append(f"trained with the {what} {companion.describe()}, not found in {list(dict.fromkeys(folders))}"
+                 + (f"; {mismatch}" if mismatch else "") + f": pass the {what} explicitly")
+    return None
+
+
+def _check_encoder_width(encoder, dit: WanDiT, text_path: str, dit_path: str) -> None:
+    from .text.prompts import context_dim
+
+    if context_dim(encoder) != dit.config.text_dim:
+        raise ValueError(f"the text encoder {text_path} gives {context_dim(encoder)}-wide states, but the DiT "
+                         f"{dit_path} reads text_dim={dit.config.text_dim}: use the text encoder it was trained with "
+                         "(umT5-XXL, 4096, for every released Wan 2.1 model)")
 
 
 def _load_embedded_default(device, dtype, attention) -> SaltModel:
@@ -115,19 +182,35 @@ def _load_embedded_default(device, dtype, attention) -> SaltModel:
 
 
 def encode_prompt(model: SaltModel, text: str) -> tuple[torch.Tensor, list[str]]:
-    """-> (context [1, L, text_dim], unknown words). Needs the model's own (tiny) text encoder;
-    real Wan checkpoints take umT5 embeddings from ComfyUI's CLIPTextEncode instead."""
+    """-> (context [1, L, text_dim], unknown words) with the model's text encoder (the tiny world one or umT5).
+    Inside ComfyUI, real Wan checkpoints can also take umT5 embeddings from CLIPTextEncode."""
+    from .text.prompts import encode_prompts
+
     if not isinstance(text, str) or not text.strip():
         raise ValueError("prompt is empty: give a text prompt")
     if model.text_encoder is not None:
-        emb, unknown = model.text_encoder.encode([text])
+        emb, unknown = encode_prompts(model.text_encoder, [text])
         return emb.to(model.dit.device), list(unknown[0])
     if model.source == "random":
         return _hashed_embedding(text, model.dit.config.text_dim, model.dit.device), []
     raise ValueError(
-        f"model {model.name!r} has no bundled text encoder: encode the prompt with umT5 "
-        "(ComfyUI: CLIPLoader type 'wan' + CLIPTextEncode) and pass the embedding"
+        f"model {model.name!r} has no text encoder: give its umT5 file (--text-encoder; ComfyUI: CLIPLoader type "
+        "'wan' + CLIPTextEncode)"
     )
+
+
+def guidance_for(model: SaltModel, scale: Optional[float] = None, negative_prompt: Optional[str] = None) -> Guidance:
+    """Classifier-free guidance at `scale` (default: the model family's) under the negative prompt (default: Wan's
+    for umT5); NO_GUIDANCE at scale 1."""
+    from .text.prompts import encode_negative
+
+    scale = model.guidance_scale if scale is None else float(scale)
+    if scale == 1.0:
+        return NO_GUIDANCE
+    if model.text_encoder is None:
+        raise ValueError(f"guidance scale {scale:g} needs a negative prompt, and model {model.name!r} has no text "
+                         "encoder to encode one: give its umT5 file (--text-encoder) or guidance 1")
+    return Guidance(scale, encode_negative(model.text_encoder, negative_prompt).to(model.dit.device))
 
 
 def _hashed_embedding(text: str, dim: int, device) -> torch.Tensor:
@@ -170,19 +253,22 @@ def stream_latents(
     overrides: SamplingOverrides = NO_OVERRIDES,
     seed: int = 0,
     batch: int = 1,
+    guidance: Guidance = NO_GUIDANCE,
 ) -> Iterator[ChunkResult]:
     """Normalised latents per finished chunk; a bidirectional model yields the whole clip as one chunk.
     Every setting is checked before the first forward (see `SaltModel.plan`)."""
     plan = model.plan(overrides, frames=frames, height=height, width=width, batch=batch)
     if plan.causal:
-        yield from stream_ar(model.dit, prompts, layout=plan.layout, walk=plan.walk, policy=plan.policy, seed=seed)
+        yield from stream_ar(model.dit, prompts, layout=plan.layout, walk=plan.walk, policy=plan.policy, seed=seed,
+                             guidance=guidance)
         return
     if not isinstance(prompts, torch.Tensor):
         if len(prompts) != 1:
             raise ValueError("a prompt schedule needs a causal (autoregressive) model; this model is bidirectional")
         prompts = prompts[0].context
     shape = (batch, model.dit.config.in_dim, latent_frames_for(frames), *latent_size_for(height, width))
-    yield ChunkResult(0, 1, 0, sample_clip(model.dit, prompts, latent_shape=shape, walk=plan.walk, seed=seed))
+    yield ChunkResult(0, 1, 0, sample_clip(model.dit, prompts, latent_shape=shape, walk=plan.walk, seed=seed,
+                                           guidance=guidance))
 
 
 def generate_latents(

@@ -246,15 +246,15 @@ def test_self_forcing_entry_choice_and_defaults(tmp_path):
     s = info.sampling
     assert (s.causal, s.chunk_frames, s.shift, s.timesteps, s.transition) == (
         True, 3, 5.0, (1000.0, 750.0, 500.0, 250.0), "renoise")
-    assert info.sampling_source == "self_forcing default"
+    assert info.sampling_source == "family" and info.family == "self-forcing"
 
 
 def test_plain_wan_file_defaults_to_bidirectional_teacher_sampling(tmp_path):
     path = tmp_path / "wan2.1_t2v.safetensors"
     _write_official(path, tiny_model())
     _, info = load_dit(path)
-    assert not info.sampling.causal and info.sampling.shift == 5.0 and len(info.sampling.timesteps) == 50
-    assert info.sampling_source == "wan default"
+    assert not info.sampling.causal and len(info.sampling.timesteps) == 50 and info.guidance_scale > 1
+    assert info.sampling_source == "family" and info.family == "wan2.1-t2v-1.3b"
 
 
 def test_dtype_is_kept_or_cast(tmp_path):

@@ -98,9 +98,32 @@ def test_node_list_matches_the_registered_nodes():
 UI_FILES = sorted(EXAMPLES.glob("*.json"))
 
 
-def test_there_are_the_five_examples():
+def test_there_are_the_eight_examples():
     assert {p.stem for p in UI_FILES} == {"salt_t2v_embedded_default", "salt_long_video_sink_window",
-                                         "salt_prompt_schedule", "salt_wan_self_forcing", "salt_wan_core_nodes_mix"}
+                                         "salt_prompt_schedule", "salt_wan_self_forcing", "salt_wan_core_nodes_mix",
+                                         "salt_cf", "salt_ll", "longlive_prompt_switch"}
+
+
+@pytest.mark.parametrize("family", ["salt-cf", "salt-ll", "longlive"])
+def test_each_release_template_names_its_release_files_and_samples_as_trained(family):
+    from salt_core.families import FAMILIES
+    from salt_core.validation import latent_frames_for
+
+    fam = FAMILIES[family]
+    api = json.loads((EXAMPLES / "api" / f"{fam.template}.json").read_text())
+    loader = next(n["inputs"] for n in api.values() if n["class_type"] == "SaltModelLoader")
+    assert loader["family"] == family and loader["weights"] == "auto"
+    assert any(loader["model_name"] in r for r in fam.release)  # the released file name, unrenamed
+    policy = next(n["inputs"] for n in api.values() if n["class_type"] == "SaltCachePolicy")
+    assert policy["policy"] == "model default" and policy["window_frames"] == policy["sink_frames"] == 0
+    sampler = next(n["inputs"] for n in api.values() if n["class_type"] == "SaltSampler")
+    assert (sampler["height"], sampler["width"]) == fam.sampling.resolution
+    assert latent_frames_for(sampler["frames"]) % fam.sampling.chunk_frames == 0
+    if fam.adapter is not None:
+        lora = next(n["inputs"] for n in api.values() if n["class_type"] == "SaltLoraLoader")
+        assert lora["lora_name"] == fam.adapter.file and lora["strength"] == fam.adapter.strength
+        starts = sorted(n["inputs"]["start_frame"] for n in api.values() if n["class_type"] == "SaltPromptSchedule")
+        assert len(starts) == 2 and policy["recache_on_switch"]
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)

@@ -301,6 +301,12 @@ class ExportConfig:
     weights: Literal["ema", "trained"] = opt("ema", "Export the EMA weights or the raw trained weights.")
     output: str = opt("", "Output .safetensors path ('' = <run folder>/model.safetensors).")
     dtype: Literal["float32", "bfloat16", "float16"] = opt("float32", "Tensor dtype of the exported file.")
+    vae: str = opt("", "The VAE the run was trained with, recorded by content hash in the export ('' = the one "
+                   "the run's latents dataset or init checkpoint records).")
+    text_encoder: str = opt("", "The text encoder the run was trained with, recorded likewise ('' = text.path "
+                            "for the 'salt' encoder, or the init checkpoint's record).")
+    bundle: bool = opt(False, "Copy the recorded VAE and text encoder next to the exported file, so the folder "
+                       "samples on its own (the export's header finds them there by name and content).")
 
 
 @dataclass(frozen=True)

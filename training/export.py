@@ -12,6 +12,7 @@ from salt_core.config import DiTConfig, SamplingDefaults
 from salt_core.dit import WanDiT
 
 from .checkpoint import TrainerCheckpointError
+from .export_record import bundle_files, export_record, recorded_sources
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -38,8 +39,11 @@ def network_from_state(state: dict, name: Optional[str] = None, weights: str = "
     return model.eval(), used
 
 
-def export_state(state: dict, output: str, *, weights: str = "ema", dtype: str = "float32") -> str:
-    """Write the primary network of a trainer state to `output` via salt_core's save_dit."""
+def export_state(state: dict, output: str, *, weights: str = "ema", dtype: str = "float32", vae: str = "",
+                 text_encoder: str = "", bundle: bool = False) -> str:
+    """Write the primary network of a trainer state to `output` via salt_core's save_dit, with the record of the
+    VAE / text encoder it was trained with (`vae` / `text_encoder` paths override what the run's config says);
+    `bundle` copies those files next to the output."""
     if not state.get("sampling"):
         raise TrainerCheckpointError(f"a `{state['command']}` checkpoint has no network to export")
     sampling = SamplingDefaults.from_dict(json.loads(state["sampling"]))
@@ -48,5 +52,14 @@ def export_state(state: dict, output: str, *, weights: str = "ema", dtype: str =
              "salt_trainer_weights": used, "salt_trainer_config_hash": state["config_hash"]}
     if sampling.causal:  # the cache policy the student was trained under (a hint for inference)
         extra["salt_trainer_cache_policy"] = json.loads(state["config_json"])["ar"]["cache"]
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    record = export_record(state["config_json"], vae=vae, text_encoder=text_encoder)
+    if record is not None:
+        extra.update(record.to_metadata())
+    elif bundle:
+        raise TrainerCheckpointError("export.bundle: the run records no VAE or text encoder to bundle; give "
+                                     "export.vae / export.text_encoder")
+    folder = os.path.dirname(os.path.abspath(output))
+    os.makedirs(folder, exist_ok=True)
+    if bundle:
+        bundle_files(record, recorded_sources(state["config_json"], vae=vae, text_encoder=text_encoder), folder)
     return save_dit(output, model, sampling, extra_metadata=extra, dtype=DTYPES[dtype])

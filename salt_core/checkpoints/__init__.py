@@ -10,13 +10,13 @@ from .io import CheckpointError, CheckpointReader, TensorInfo, open_checkpoint, 
 from .keys import diffusers_to_official as dit_diffusers_to_official
 from .keys import official_to_diffusers as dit_official_to_diffusers
 from .keys import strip_wrapper_segments
-from .load import SELF_FORCING_SAMPLING, WAN_SAMPLING, LoadedInfo, VAELoadedInfo, load_dit, load_vae
+from .load import LoadedInfo, VAELoadedInfo, inspect_dit, load_dit, load_vae
 from .save import SALT_FORMAT_VERSION, atomic_write, save_dit, save_vae
 
 __all__ = [
-    "load_dit", "load_vae", "save_dit", "save_vae", "LoadedInfo", "VAELoadedInfo",
+    "load_dit", "inspect_dit", "load_vae", "save_dit", "save_vae", "LoadedInfo", "VAELoadedInfo",
     "detect", "detect_from_shapes", "detect_config", "detect_vae", "Detection", "VAEDetection", "FORMATS",
     "open_checkpoint", "read_safetensors_header", "CheckpointReader", "TensorInfo", "CheckpointError",
     "dit_official_to_diffusers", "dit_diffusers_to_official", "strip_wrapper_segments",
-    "SELF_FORCING_SAMPLING", "WAN_SAMPLING", "SALT_FORMAT_VERSION", "atomic_write",
+    "SALT_FORMAT_VERSION", "atomic_write",
 ]

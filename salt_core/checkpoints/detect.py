@@ -20,8 +20,9 @@ from . import keys as K
 
 FORMATS = ("salt", "official", "comfyui", "diffusers", "self_forcing")
 TRAINER_KEYS = ("generator", "generator_ema", "critic")
-WHICH = ("auto", "ema", "generator", "critic")
-_WHICH_KEY = {"ema": "generator_ema", "generator": "generator", "critic": "critic"}
+WHICH = ("auto", "ema", "regular", "generator", "critic")
+_WHICH_KEY = {"ema": "generator_ema", "regular": "generator", "generator": "generator", "critic": "critic"}
+PREFER = ("ema", "regular")  # which="auto": the entry tried first (the other is the fallback)
 WAN_HEAD_DIM = 128  # every released Wan 2.1 model; used for files without our header
 NESTED_WRAPPERS = ("state_dict", "model", "module", "model_state_dict", "ema")
 
@@ -45,36 +46,41 @@ def _present(obj: Mapping, key: str) -> bool:
     return isinstance(v, Mapping) and len(v) > 0
 
 
-def pick_trainer_entry(available: Iterable[str], which: str, source: str) -> tuple[str, str]:
-    """Choose a sub-model of a Self Forcing trainer checkpoint -> (key, note)."""
+def pick_trainer_entry(available: Iterable[str], which: str, source: str, prefer: str = "ema") -> tuple[str, str]:
+    """Choose a sub-model of a Self Forcing trainer checkpoint -> (key, note). which="auto" takes the `prefer`red
+    weights ("ema" = generator_ema, "regular" = generator) when present, else the other."""
     available = [k for k in TRAINER_KEYS if k in set(available)]
     if which not in WHICH:
         raise _fail(source, f"which={which!r} is not one of {list(WHICH)}")
+    if prefer not in PREFER:
+        raise ValueError(f"prefer={prefer!r} is not one of {list(PREFER)}")
     if which == "auto":
-        for key in ("generator_ema", "generator"):
+        order = ("generator_ema", "generator") if prefer == "ema" else ("generator", "generator_ema")
+        for key in order:
             if key in available:
-                why = "EMA weights, preferred when present" if key == "generator_ema" else "no EMA weights in the file"
+                why = f"{prefer} weights, preferred" if key == order[0] else f"the file has no '{order[0]}'"
                 return key, f"Self Forcing trainer checkpoint: using '{key}' ({why}); entries: {available}"
         raise _fail(source, f"trainer checkpoint has no generator weights; entries: {available}")
     key = _WHICH_KEY[which]
     if key not in available:
-        raise _fail(source, f"which={which!r} asks for '{key}', but the trainer checkpoint has only {available}")
-    return key, f"Self Forcing trainer checkpoint: using '{key}' (which={which!r}); entries: {available}"
+        raise _fail(source, f"weights {which!r} ask for '{key}', but the trainer checkpoint has only {available}")
+    return key, f"Self Forcing trainer checkpoint: using '{key}' (weights {which!r}); entries: {available}"
 
 
-def unwrap_container(obj: Any, which: str = "auto", source: str = "<state dict>") -> tuple[dict, Optional[str], list[str]]:
+def unwrap_container(obj: Any, which: str = "auto", source: str = "<state dict>",
+                     prefer: str = "ema") -> tuple[dict, Optional[str], list[str]]:
     """A loaded torch object -> (flat {name: tensor}, trainer entry used or None, notes)."""
     if not isinstance(obj, Mapping):
         raise _fail(source, f"expected a dict of tensors, found a {type(obj).__name__}")
     trainer = [k for k in TRAINER_KEYS if _present(obj, k)]
     if trainer:
-        key, note = pick_trainer_entry(trainer, which, source)
+        key, note = pick_trainer_entry(trainer, which, source, prefer)
         sub = obj[key]
         if not _is_tensor_dict(sub):
             raise _fail(source, f"'{key}' is not a dict of tensors")
         return dict(sub), key, [note]
     if which != "auto":
-        raise _fail(source, f"which={which!r} applies to Self Forcing trainer checkpoints "
+        raise _fail(source, f"weights {which!r} apply to Self Forcing trainer checkpoints "
                             f"(entries {list(TRAINER_KEYS)}); this file is a plain state dict")
     if _is_tensor_dict(obj):
         return dict(obj), None, []

@@ -103,14 +103,15 @@ def _prod(shape: tuple[int, ...]) -> int:
 class CheckpointReader:
     """An open checkpoint: `infos` (name -> shape, dtype), `metadata`, tensors by `read(name)`.
 
-    For trainer checkpoints only the chosen entry is visible (`trainer_entry`). Use as a context manager.
+    For trainer checkpoints only the chosen entry is visible (`trainer_entry`; all entries in `entries`).
+    Use as a context manager.
     """
 
     def __init__(self, path: str, kind: str, infos: dict[str, TensorInfo], metadata: dict[str, str],
                  reader: Callable[[str], torch.Tensor], closer: Callable[[], None] = lambda: None,
-                 trainer_entry: Optional[str] = None, notes: tuple[str, ...] = ()):
+                 trainer_entry: Optional[str] = None, notes: tuple[str, ...] = (), entries: tuple[str, ...] = ()):
         self.path, self.kind, self.infos, self.metadata = path, kind, infos, metadata
-        self.trainer_entry, self.notes = trainer_entry, notes
+        self.trainer_entry, self.notes, self.entries = trainer_entry, notes, entries  # entries: all trainer keys
         self._reader, self._closer = reader, closer
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -138,34 +139,36 @@ class CheckpointReader:
         self.close()
 
 
-def _select_flat_trainer(path: str, infos: dict, which: str) -> tuple[dict, dict[str, str], Optional[str], tuple]:
-    """Flattened trainer names (`generator_ema.model....`) -> infos of the chosen entry, name map."""
+def _select_flat_trainer(path: str, infos: dict, which: str, prefer: str) -> tuple[dict, dict[str, str], Optional[str],
+                                                                                  tuple, tuple]:
+    """Flattened trainer names (`generator_ema.model....`) -> infos of the chosen entry, name map, entry, notes,
+    every entry."""
     groups = split_flat_trainer_names(infos)
     if groups is None:
         if which != "auto":
-            raise CheckpointError(f"{path}: which={which!r} applies to Self Forcing trainer checkpoints "
+            raise CheckpointError(f"{path}: weights {which!r} apply to Self Forcing trainer checkpoints "
                                   f"(entries {list(TRAINER_KEYS)}); this file is a plain state dict")
-        return infos, {k: k for k in infos}, None, ()
-    entry, note = pick_trainer_entry(groups, which, path)
+        return infos, {k: k for k in infos}, None, (), ()
+    entry, note = pick_trainer_entry(groups, which, path, prefer)
     cut = len(entry) + 1
     names = {n[cut:]: n for n in groups[entry]}
-    return {k: infos[v] for k, v in names.items()}, names, entry, (note,)
+    return {k: infos[v] for k, v in names.items()}, names, entry, (note,), tuple(groups)
 
 
-def _open_safetensors(path: str, which: str) -> CheckpointReader:
+def _open_safetensors(path: str, which: str, prefer: str) -> CheckpointReader:
     from safetensors import safe_open
 
     infos, metadata = read_safetensors_header(path)
-    infos, names, entry, notes = _select_flat_trainer(path, infos, which)
+    infos, names, entry, notes, entries = _select_flat_trainer(path, infos, which, prefer)
     try:
         handle = safe_open(path, framework="pt", device="cpu")
     except Exception as e:
         raise CheckpointError(f"{path}: cannot open as .safetensors: {e}") from None
     return CheckpointReader(path, "safetensors", infos, metadata, lambda n: handle.get_tensor(names[n]),
-                            lambda: handle.__exit__(None, None, None), entry, notes)
+                            lambda: handle.__exit__(None, None, None), entry, notes, entries)
 
 
-def _open_sharded(index_path: str, which: str) -> CheckpointReader:
+def _open_sharded(index_path: str, which: str, prefer: str) -> CheckpointReader:
     from safetensors import safe_open
 
     try:
@@ -189,7 +192,7 @@ def _open_sharded(index_path: str, which: str) -> CheckpointReader:
     missing = [n for n in weight_map if n not in infos]
     if missing:
         raise CheckpointError(f"{index_path}: {len(missing)} tensors in the index are in no shard, e.g. {missing[:5]}")
-    infos, names, entry, notes = _select_flat_trainer(index_path, infos, which)
+    infos, names, entry, notes, entries = _select_flat_trainer(index_path, infos, which, prefer)
     handles: dict[str, object] = {}
 
     def read(name: str) -> torch.Tensor:
@@ -203,7 +206,7 @@ def _open_sharded(index_path: str, which: str) -> CheckpointReader:
             h.__exit__(None, None, None)
         handles.clear()
 
-    return CheckpointReader(index_path, "sharded safetensors", infos, metadata, read, close, entry, notes)
+    return CheckpointReader(index_path, "sharded safetensors", infos, metadata, read, close, entry, notes, entries)
 
 
 def load_torch_file(path: str, mmap: bool = True) -> object:
@@ -248,11 +251,12 @@ def _first_line(text: str) -> str:
     return "restricted unpickler error" if _ADVICE.search(line) else line
 
 
-def _open_torch(path: str, which: str) -> CheckpointReader:
+def _open_torch(path: str, which: str, prefer: str) -> CheckpointReader:
     obj = load_torch_file(path)
-    state, entry, notes = unwrap_container(obj, which, path)
+    state, entry, notes = unwrap_container(obj, which, path, prefer)
+    entries = tuple(k for k in TRAINER_KEYS if isinstance(obj, dict) and isinstance(obj.get(k), dict) and obj[k])
     infos = {k: TensorInfo(tuple(v.shape), v.dtype) for k, v in state.items()}
-    return CheckpointReader(path, "torch", infos, {}, state.__getitem__, state.clear, entry, tuple(notes))
+    return CheckpointReader(path, "torch", infos, {}, state.__getitem__, state.clear, entry, tuple(notes), entries)
 
 
 def _resolve_folder(path: str) -> str:
@@ -267,20 +271,21 @@ def _resolve_folder(path: str) -> str:
                           f"found {index + singles or 'none'}")
 
 
-def open_checkpoint(path: str | os.PathLike, *, which: str = "auto") -> CheckpointReader:
+def open_checkpoint(path: str | os.PathLike, *, which: str = "auto", prefer: str = "ema") -> CheckpointReader:
     """Open a checkpoint for reading (see the module doc). which picks a Self Forcing trainer entry:
-    "auto" (generator_ema when present, else generator), "ema", "generator", "critic"."""
+    "auto" (the `prefer`red one, "ema" = generator_ema or "regular" = generator, when present, else the other),
+    "ema", "regular" / "generator", "critic"."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if os.path.isdir(path):
         path = _resolve_folder(path)
     if path.endswith(".index.json"):
-        return _open_sharded(path, which)
+        return _open_sharded(path, which, prefer)
     with open(path, "rb") as f:
         head = f.read(9)
     if head[8:9] == b"{":  # safetensors: 8-byte header length, then the JSON header
-        return _open_safetensors(path, which)
+        return _open_safetensors(path, which, prefer)
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80" or path.lower().endswith(TORCH_SUFFIXES):
-        return _open_torch(path, which)
-    return _open_safetensors(path, which)
+        return _open_torch(path, which, prefer)
+    return _open_safetensors(path, which, prefer)

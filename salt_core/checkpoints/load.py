@@ -18,25 +18,10 @@ import torch
 from ..config import DiTConfig, SamplingDefaults
 from ..dit import WanDiT
 from ..kv_cache import CachePolicy
-from .detect import detect_from_shapes
-from .io import CheckpointError, open_checkpoint
+from .detect import Detection, detect_from_shapes
+from .io import CheckpointError, CheckpointReader, open_checkpoint
 from .save import SALT_FORMAT_VERSION
-from .storage import StoragePlan, choose_dtype, fill, listing, plan_storage
-
-# What a file without our header was most likely trained for.
-SELF_FORCING_SAMPLING = SamplingDefaults(
-    causal=True, chunk_frames=3, shift=5.0, timesteps=(1000.0, 750.0, 500.0, 250.0),
-    transition="renoise", integer_timesteps=False, resolution=(480, 832),
-)
-# Wan 2.1 t2v reference sampler: 50 steps, shift 5.0 (generate.py default for t2v at any size),
-# t truncated to int. A plain Wan model is a many-step teacher (with CFG), not a few-step student.
-WAN_SAMPLING = SamplingDefaults(
-    causal=False, chunk_frames=3, shift=5.0, timesteps=tuple(1000.0 - 20.0 * i for i in range(50)),
-    transition="ode", integer_timesteps=True, resolution=(480, 832),
-)
-_CAUSAL_NAME_HINTS = ("self_forcing", "self-forcing", "selfforcing", "longlive", "causal_forcing",
-                      "causal-forcing", "causvid")
-
+from .storage import StoragePlan, choose_dtype, fill, listing, majority_dtype, plan_storage
 
 @dataclass(frozen=True)
 class LoadedInfo:
@@ -45,13 +30,16 @@ class LoadedInfo:
     config: DiTConfig
     preset: Optional[str]
     sampling: SamplingDefaults
-    sampling_source: str  # "header" | "self_forcing default" | "filename hint" | "wan default"
+    sampling_source: str  # "header" | "family"
     dtype: torch.dtype
     trainer_entry: Optional[str] = None  # e.g. "generator_ema"
     metadata: dict = field(default_factory=dict)  # the safetensors header metadata, as stored
     notes: tuple[str, ...] = ()
     eight_bit_weights: int = 0  # Linear weights kept 8-bit (dtype is then the compute dtype)
     loras: tuple[str, ...] = ()  # adapter files applied, in order
+    family: str = ""  # salt_core.families name
+    family_why: str = ""  # which family was chosen and why (one sentence)
+    guidance_scale: float = 1.0  # the family's classifier-free guidance at sampling (1 = none)
 
 
 # ---- our header --------------------------------------------------------------------------------
@@ -133,52 +121,91 @@ def _describe_dit(c: DiTConfig, preset: Optional[str]) -> str:
             f"text_dim={c.text_dim}, qk_norm={c.qk_norm}, cross_attn_norm={c.cross_attn_norm})")
 
 
-def _sampling_for(fmt: str, path: str, notes: list[str]) -> tuple[SamplingDefaults, str]:
-    if fmt == "self_forcing":
-        return SELF_FORCING_SAMPLING, "self_forcing default"
-    base = os.path.basename(path).lower()
-    if any(h in base for h in _CAUSAL_NAME_HINTS):
-        notes.append("no sampling header; the file name suggests a Self Forcing-family causal student: "
-                     "assuming causal, chunks of 3 latent frames, 4 steps, renoise (check chunk_frames)")
-        return SELF_FORCING_SAMPLING, "filename hint"
-    notes.append("no sampling header: assuming a plain Wan 2.1 model (bidirectional, 50 steps, shift 5, "
-                 "integer timesteps); if this is a distilled student, set its sampling explicitly")
-    return WAN_SAMPLING, "wan default"
+@dataclass(frozen=True)
+class _Inspection:
+    detection: Detection
+    format: str
+    choice: object  # salt_core.families.FamilyChoice
+    header_sampling: Optional[SamplingDefaults]
+    model: WanDiT  # on the meta device, its keys and shapes checked against the file
+
+
+def _inspect(reader: CheckpointReader, path: str, config: Optional[DiTConfig], family: str,
+             loras: Sequence[str]) -> _Inspection:
+    """Header, layout, geometry, family and every key and shape of an open DiT file; reads no tensor data."""
+    from ..families.detect import Evidence, choose_family  # the families module reads this package's errors
+
+    kind = salt_header_kind(reader.metadata, path)
+    if kind == "vae":
+        raise CheckpointError(f"{path}: this is a salt VAE checkpoint; load it with load_vae")
+    header_sampling = None
+    if kind == "dit":
+        config = config or _from_header(DiTConfig, reader.metadata, "dit_config", path)
+        header_sampling = _with_legacy_cache(
+            _from_header(SamplingDefaults, reader.metadata, "sampling", path), reader.metadata, path)
+    det = detect_from_shapes(reader.shapes(), trainer_entry=reader.trainer_entry, config=config,
+                             source=path, notes=reader.notes)
+    container = "salt" if kind == "dit" else ("trainer" if reader.trainer_entry else "plain")
+    evidence = Evidence(path, det.config, det.preset, container, header_sampling, reader.trainer_entry,
+                        tuple(os.fspath(f) for f in loras))
+    choice = choose_family(evidence, family)
+    with torch.device("meta"):
+        model = WanDiT(det.config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_keys(expected, det.shapes, det.names, path, _describe_dit(det.config, det.preset))
+    return _Inspection(det, "salt" if kind == "dit" else det.format, choice, header_sampling, model)
+
+
+def _prefer(path: str, which: str, family: str) -> str:
+    from ..families.detect import entry_preference
+
+    return entry_preference(path, family) if which == "auto" else "ema"
+
+
+def inspect_dit(path: str | os.PathLike, *, which: str = "auto", family: str = "auto",
+                config: Optional[DiTConfig] = None, lora: Sequence[tuple[str | os.PathLike, float]] = ()
+                ) -> LoadedInfo:
+    """What load_dit would load, without reading any weight: format, geometry, family and sampling (the dtype is
+    the file's most common one)."""
+    path = os.fspath(path)
+    with open_checkpoint(path, which=which, prefer=_prefer(path, which, family)) as reader:
+        seen = _inspect(reader, path, config, family, [f for f, _ in lora])
+        dtype = majority_dtype(reader.infos, []) or torch.float32
+    return _info(path, seen, dtype, dict(reader.metadata), list(seen.detection.notes), 0, ())
+
+
+def _info(path: str, seen: _Inspection, dtype: torch.dtype, metadata: dict, notes: list[str], eight_bit: int,
+          loras: tuple[str, ...]) -> LoadedInfo:
+    choice = seen.choice
+    source = "header" if seen.header_sampling is not None else "family"
+    return LoadedInfo(path, seen.format, seen.detection.config, seen.detection.preset, choice.sampling, source, dtype,
+                      seen.detection.trainer_entry, metadata, (choice.why, *choice.notes, *notes), eight_bit, loras,
+                      choice.name, choice.why, choice.guidance_scale)
 
 
 def load_dit(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: Optional[torch.dtype] = None,
              which: str = "auto", config: Optional[DiTConfig] = None, compute_dtype: Optional[torch.dtype] = None,
              lora: Sequence[tuple[str | os.PathLike, float]] = (), merge_lora: Optional[bool] = None,
-             ) -> tuple[WanDiT, LoadedInfo]:
+             family: str = "auto") -> tuple[WanDiT, LoadedInfo]:
     """Load a Wan 2.1 t2v DiT from any supported format -> (model in eval mode, LoadedInfo).
 
-    which: Self Forcing trainer entry ("auto" = generator_ema when present, else generator; "ema",
-    "generator", "critic"). config: skip detection.
+    family: a salt_core.families name, or "auto" (detected from the header, file name, container and shapes; the
+    reason is the first note). It sets the sampling defaults and, for trainer files, which weights load.
+    which: trainer entry ("auto" = the family's weights: EMA or regular, the other when absent; "ema",
+    "regular" / "generator", "critic"). config: skip geometry detection.
     dtype: None keeps the file's: 8-bit float Linear weights (plain or ComfyUI scaled fp8) stay 8-bit and are
     cast per layer at each call; every other tensor is held in compute_dtype (default: the file's most common
     16/32-bit dtype, bfloat16 if all are 8-bit). A dtype casts every tensor, 8-bit ones dequantised.
     lora: [(adapter file, strength), ...] applied in order (PEFT / kohya / ComfyUI / diffusers layouts, a
     LongLive `lora.pt`); merge_lora: fold them into the weights (None: merge unless weights stay 8-bit, where
-    merging would store those layers in the compute dtype)."""
+    merging would store those layers in the compute dtype).
+    Every check (family against the file, keys, shapes, adapters, dtypes) runs before any weight is read."""
     path = os.fspath(path)
-    with open_checkpoint(path, which=which) as reader:
-        kind = salt_header_kind(reader.metadata, path)
-        if kind == "vae":
-            raise CheckpointError(f"{path}: this is a salt VAE checkpoint; load it with load_vae")
-        header_sampling = None
-        if kind == "dit":
-            config = config or _from_header(DiTConfig, reader.metadata, "dit_config", path)
-            header_sampling = _with_legacy_cache(
-                _from_header(SamplingDefaults, reader.metadata, "sampling", path), reader.metadata, path)
-        det = detect_from_shapes(reader.shapes(), trainer_entry=reader.trainer_entry, config=config,
-                                 source=path, notes=reader.notes)
-        fmt = "salt" if kind == "dit" else det.format
+    with open_checkpoint(path, which=which, prefer=_prefer(path, which, family)) as reader:
+        seen = _inspect(reader, path, config, family, [f for f, _ in lora])
+        det, model = seen.detection, seen.model
         notes = list(det.notes)
-        with torch.device("meta"):
-            model = WanDiT(det.config)
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        check_keys(expected, det.shapes, det.names, path, _describe_dit(det.config, det.preset))
-        plan = plan_storage(model, {k: reader.infos[det.names[k]] for k in expected}, reader, det.names,
+        plan = plan_storage(model, {k: reader.infos[det.names[k]] for k in model.state_dict()}, reader, det.names,
                             det.fp8_scales, det.fp8_marker, dtype=dtype, compute_dtype=compute_dtype, source=path)
         notes += plan.notes
         adapters = _read_loras(lora, model)  # every adapter checked against the geometry before any weight is read
@@ -186,14 +213,9 @@ def load_dit(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
     model.eval()
     if adapters:
         notes += _with_loras(model, adapters, merge_lora, bool(plan.kept_8bit))
-    if header_sampling is not None:
-        sampling, sampling_source = header_sampling, "header"
-    else:
-        sampling, sampling_source = _sampling_for(fmt, path, notes)
-    info = LoadedInfo(path, fmt, det.config, det.preset, sampling, sampling_source, plan.compute,
-                      det.trainer_entry, dict(reader.metadata), tuple(notes), len(plan.kept_8bit),
-                      tuple(adapter.path for adapter, _, _ in adapters))
-    model.timestep_convention = sampling.timestep_convention
+    info = _info(path, seen, plan.compute, dict(reader.metadata), notes, len(plan.kept_8bit),
+                 tuple(adapter.path for adapter, _, _ in adapters))
+    model.timestep_convention = info.sampling.timestep_convention
     return model, info
 
 

@@ -61,7 +61,8 @@ def comfy_base(tmp_path_factory) -> Path:
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / PACK_FOLDER).symlink_to(ROOT, target_is_directory=True)
     (base / "custom_nodes" / "salt_test_probe.py").symlink_to(Path(__file__).with_name("_probe_nodes.py"))
-    for sub in ("models/diffusion_models", "models/vae", "models/text_encoders", "models/salt", "output", "input"):
+    for sub in ("models/diffusion_models", "models/vae", "models/text_encoders", "models/salt", "models/loras",
+                "output", "input"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     (base / "models" / "diffusion_models" / "broken.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{oops}")
     return base
@@ -84,6 +85,32 @@ def make_wan_standins(models: Path, text_dim: int) -> None:
     torch.save({"generator": sd, "generator_ema": sd}, models / "diffusion_models" / "self_forcing_dmd.pt")
     vae = WanVAE(vae_preset("wan2.1-vae"))
     save_file({k: v.half().contiguous() for k, v in vae.state_dict().items()}, str(models / "vae" / "wan_2.1_vae.safetensors"))
+    make_release_standins(models, dit)
+
+
+def make_release_standins(models: Path, dit) -> None:
+    """The release templates' files (salt_cf.pt, salt_ll.pt, longlive_base.pt + loras/lora.pt) holding the same tiny
+    stand-in DiT, and an fp8 copy of it. salt_ll.pt's EMA entry is poisoned with NaN: its template samples only if
+    the loader takes the regular weights, as Salt's authors do."""
+    import torch
+    from safetensors.torch import save_file
+
+    from salt_core.quant import comfyui_fp8_state_dict
+
+    sd = {f"model.{k}": v.clone() for k, v in dit.state_dict().items()}
+    poisoned = {k: torch.full_like(v, float("nan")) for k, v in sd.items()}
+    folder = models / "diffusion_models"
+    torch.save({"generator": sd, "generator_ema": sd}, folder / "salt_cf.pt")
+    torch.save({"generator": sd, "generator_ema": poisoned}, folder / "salt_ll.pt")
+    torch.save({"generator": sd, "generator_ema": poisoned}, folder / "longlive_base.pt")
+    g = torch.Generator().manual_seed(3)
+    lora = {}
+    for name, m in dit.named_modules():
+        if isinstance(m, torch.nn.Linear) and name.startswith("blocks."):
+            lora[f"base_model.model.{name}.lora_A.weight"] = torch.randn(8, m.in_features, generator=g) * 0.05
+            lora[f"base_model.model.{name}.lora_B.weight"] = torch.randn(m.out_features, 8, generator=g) * 0.05
+    torch.save({"generator_lora": lora, "step": 1}, models / "loras" / "lora.pt")
+    save_file(comfyui_fp8_state_dict(dit, scaled=True), str(folder / "self_forcing_dmd_fp8_scaled.safetensors"))
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ EXAMPLES = ROOT / "example_workflows"
 NAMES = sorted(p.stem for p in EXAMPLES.glob("*.json"))
 EMBEDDED = ["salt_t2v_embedded_default", "salt_long_video_sink_window", "salt_prompt_schedule"]
 WAN = ["salt_wan_self_forcing", "salt_wan_core_nodes_mix"]
+RELEASES = ["salt_cf", "salt_ll", "longlive_prompt_switch"]
 SALT_NODES = {"SaltModelLoader", "SaltTextEncode", "SaltCachePolicy", "SaltPromptSchedule", "SaltSampler",
               "SaltVAELoader", "SaltDecode", "SaltSaveVideo"}
 
@@ -90,7 +91,7 @@ def test_nodes_are_registered_without_import_failure(comfy):
 
 def test_workflow_templates_lists_and_serves_the_examples(comfy):
     templates = comfy.get("/api/workflow_templates")
-    assert sorted(templates["salt-comfyui"]) == NAMES == sorted(EMBEDDED + WAN)
+    assert sorted(templates["salt-comfyui"]) == NAMES == sorted(EMBEDDED + WAN + RELEASES)
     for name in NAMES:
         served = comfy.get(f"/api/workflow_templates/salt-comfyui/{name}.json")
         assert served == json.loads((EXAMPLES / f"{name}.json").read_text())
@@ -129,19 +130,32 @@ def test_headless_command_runs_a_ui_workflow(comfy, tmp_path):
     check_video(video, 9, 64, 64)
 
 
-def wan_with_standins(name: str) -> dict:
-    """The Wan template with the umT5 text encoder swapped for the embedded default's (no 11 GB download in a
-    test); the DiT and VAE files are the stand-ins conftest wrote under the template's file names."""
+def wan_with_standins(name: str, frames: int = 9) -> dict:
+    """The Wan / release template with the umT5 text encoder swapped for the embedded default's (no 11 GB download
+    in a test); the DiT, LoRA and VAE files are the stand-ins conftest wrote under the template's file names."""
     prompt = copy.deepcopy(api_copy(name))
     clip_id = next(k for k, n in prompt.items() if n["class_type"] == "CLIPLoader")
-    text_id = next(k for k, n in prompt.items() if n["class_type"] == "CLIPTextEncode")
-    text = prompt[text_id]["inputs"]["text"]
     del prompt[clip_id]
     prompt["900"] = {"class_type": "SaltModelLoader", "inputs": {"model_name": "(embedded default)", "dtype": "auto",
                                                                   "attention": "sdpa", "device": "auto", "offload": True}}
-    prompt[text_id] = {"class_type": "SaltTextEncode", "inputs": {"model": ["900", 0], "text": text}}
-    node_of(prompt, "SaltSampler")["inputs"].update(width=64, height=48, frames=9)
+    for text_id in [k for k, n in prompt.items() if n["class_type"] == "CLIPTextEncode"]:
+        text = prompt[text_id]["inputs"]["text"]
+        prompt[text_id] = {"class_type": "SaltTextEncode", "inputs": {"model": ["900", 0], "text": text}}
+    node_of(prompt, "SaltSampler")["inputs"].update(width=64, height=48, frames=frames)
     return prompt
+
+
+def student_loader(prompt: dict) -> dict:
+    """The template's own SaltModelLoader inputs (not the embedded one standing in for umT5)."""
+    [n] = [n for k, n in prompt.items() if n["class_type"] == "SaltModelLoader" and k != "900"]
+    return n["inputs"]
+
+
+def shown(events, prompt: dict, class_type: str) -> str:
+    """The text a node showed in the UI during the run (its `executed` message)."""
+    ids = {k for k, n in prompt.items() if n["class_type"] == class_type}
+    return "\n".join(t for e in events if e["type"] == "executed" and e["data"]["node"] in ids
+                     for t in (e["data"].get("output") or {}).get("text", []))
 
 
 @pytest.mark.parametrize("name", WAN)
@@ -152,6 +166,48 @@ def test_wan_template_runs_with_standin_weights(comfy, name):
     assert len(videos) == (2 if "mix" in name else 1)
     for video in videos:
         check_video(video, 9, 64, 48)
+
+
+@pytest.mark.parametrize("name", RELEASES)
+def test_release_template_runs_with_standin_weights(comfy, name):
+    """Salt-CF (EMA), Salt-LL (regular weights: the EMA entry of the stand-in is NaN, so loading it would fail;
+    sink 3 + window 6 as trained) and LongLive (its LoRA through SaltLoraLoader, a prompt switch with re-cache)."""
+    prompt = wan_with_standins(name, frames=33)  # 9 latent frames: 3 chunks
+    for n in prompt.values():
+        if n["class_type"] == "SaltPromptSchedule" and n["inputs"]["start_frame"]:
+            n["inputs"]["start_frame"] = 13  # latent frame 3: the second chunk
+    kind, events, _, prompt_id = run(comfy, prompt)
+    assert kind == "execution_success", events[-1]
+    [video] = mp4s(comfy, prompt_id)
+    check_video(video, 33, 64, 48)
+    loader = shown(events, prompt, "SaltModelLoader")
+    family = {"salt_cf": "salt-cf", "salt_ll": "salt-ll", "longlive_prompt_switch": "longlive"}[name]
+    assert f"family {family}" in loader, loader
+    if name != "salt_cf":
+        assert "sink 3 + window 6" in loader and "using 'generator'" in loader
+    if name == "longlive_prompt_switch":
+        assert node_of(prompt, "SaltLoraLoader")["inputs"]["lora_name"] == "lora.pt"
+
+
+def test_an_fp8_file_samples_through_our_loader(comfy):
+    prompt = wan_with_standins("salt_wan_self_forcing")
+    student_loader(prompt).update(model_name="self_forcing_dmd_fp8_scaled.safetensors", family="self-forcing")
+    kind, events, _, prompt_id = run(comfy, prompt)
+    assert kind == "execution_success", events[-1]
+    check_video(mp4s(comfy, prompt_id)[0], 9, 64, 48)
+    loader = shown(events, prompt, "SaltModelLoader")  # the embedded loader shows no family
+    assert "family self-forcing" in loader and "8-bit tensors dequantised" in loader, loader
+
+
+def test_a_family_that_contradicts_the_file_is_a_node_error_and_the_server_lives_on(comfy):
+    prompt = wan_with_standins("salt_ll")
+    student_loader(prompt)["family"] = "salt-export"  # a header this file does not have
+    kind, events, _, _ = run(comfy, prompt)
+    assert kind == "execution_error"
+    data = events[-1]["data"]
+    assert data["node_type"] == "SaltModelLoader" and "salt_ll.pt" in data["exception_message"]
+    assert "family 'salt-export' reads its settings from this project's header" in data["exception_message"]
+    assert comfy.get("/system_stats")["system"]
 
 
 @pytest.mark.parametrize("name", WAN)

@@ -16,6 +16,7 @@ def run(cfg: TrainConfig, command: str = "export") -> dict:
     state = load_checkpoint(path)
     folder = os.path.dirname(os.path.abspath(path))
     run_dir = os.path.dirname(folder) if os.path.basename(folder) == SUBDIR else folder
-    out = export_state(state, e.output or os.path.join(run_dir, EXPORT_FILE), weights=e.weights, dtype=e.dtype)
+    out = export_state(state, e.output or os.path.join(run_dir, EXPORT_FILE), weights=e.weights, dtype=e.dtype,
+                       vae=e.vae, text_encoder=e.text_encoder, bundle=e.bundle)
     print(f"exported {state['primary']} of {path} (step {state['step']}, {e.weights} weights) to {out}")
     return {"output": out, "step": state["step"]}
