@@ -63,8 +63,18 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="a LoRA applied to the DiT (repeatable, in order; strength default 1)")
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it has none (required, or None) or its help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.required or action.default in (None, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _DefaultsFormatter
     p = argparse.ArgumentParser(prog="python -m salt_core", description=__doc__, formatter_class=fmt)
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="generate an MP4 from a text prompt", formatter_class=fmt,
