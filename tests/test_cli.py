@@ -24,6 +24,7 @@ def test_help_shows_the_defaults_and_explains_every_option():
     for shown in ("(default: 16.0)", "(default: 4.0)", "(default: auto)", "64 for the embedded default",
                   "0 = the model's trained grid", "0 = the model's", "cache_relative", "vocabulary"):
         assert shown in text, shown
+    assert "(default: None)" not in text and text.count("(default: the embedded default model)") == 1
     for action in build_parser()._subparsers._group_actions[0].choices["generate"]._actions:
         assert action.help, action.dest  # no option without a word of help
 
