@@ -73,7 +73,7 @@ class StreamingDecoder:
             )
         self._prepare(z)  # checks that need the stream's geometry, before any compute
         self._geometry = (b, h, w)
-        frames = self._decode(self.vae.conv2(z)).clamp_(-1.0, 1.0)
+        frames = self._decode(z).clamp_(-1.0, 1.0)
         self.latent_frames_in += t
         self.frames_out += frames.shape[2]
         return frames
@@ -81,10 +81,11 @@ class StreamingDecoder:
     def _prepare(self, z: Tensor) -> None:
         """Hook for subclasses: called with each validated chunk before it is decoded."""
 
-    def _decode(self, x: Tensor) -> Tensor:
-        """x: [B, z, t, h, w] after conv2 -> pixels [B, 3, n, 8h, 8w] (before clamping)."""
-        step = self.frames_per_step or auto_frames_per_step(self.vae, x)
-        return torch.cat([self.vae.decoder(s, self.cache) for s in x.split(step, dim=2)], dim=2)
+    def _decode(self, z: Tensor) -> Tensor:
+        """z: [B, z, t, h, w] -> pixels [B, 3, n, 8h, 8w] (before clamping). Every op sees one step at a
+        time (conv2 too), so with a fixed frames_per_step any split into chunks gives the same bits."""
+        step = self.frames_per_step or auto_frames_per_step(self.vae, z)
+        return torch.cat([self.vae.decoder(self.vae.conv2(s), self.cache) for s in z.split(step, dim=2)], dim=2)
 
     def cache_nbytes(self) -> int:
         """Bytes held between calls (bounded by the frame size, independent of video length)."""
