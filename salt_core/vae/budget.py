@@ -26,11 +26,12 @@ if TYPE_CHECKING:
     from .model import ConvSite, WanVAE
 
 RGB = 3
-# Live bytes during a decoder pass / its largest activation. A residual block at full resolution holds its
-# input, the normed input, the input with its 2 cached frames prepended and the conv output at once
-# (0.5 + 0.5 + 0.75 + 0.5 of the largest activation); allocator and oneDNN scratch come on top.
-# Checked against measured peaks in benchmarks/results/vae_tiled.md.
-WORK_FACTOR = 2.5
+# Live bytes during a decoder pass / its largest activation U. A residual block at full resolution holds
+# its input, the normed input, the input with its 2 cached frames prepended, the conv output and, until the
+# conv returns, the cache entry it replaces (0.5 + 0.5 + 0.75 + 0.5 + 0.25 = 2.5 U); oneDNN scratch and
+# allocator slack come on top: measured 3.36 U (full-size Wan 2.1 VAE, CPU fp32, peak RSS; see
+# benchmarks/results/vae_tiled.md, where estimates and measured peaks are compared).
+WORK_FACTOR = 3.5
 FLOAT32 = 4  # bytes per element of the blend buffer
 
 

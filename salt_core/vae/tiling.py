@@ -1,7 +1,7 @@
 """Geometry of a spatially tiled VAE decode: tile spans, blend weights, the decoder's receptive field.
 
-Tiles are rectangles of latent cells. Along each axis they start every `tile - overlap` cells; the last
-tile is shifted inward so that every tile has the full size (a frame smaller than the tile is one tile).
+Tiles are rectangles of latent cells, all of the same size (a frame smaller than the tile is one tile).
+Along each axis, neighbours share at least `overlap` cells and the tiles are spread evenly.
 Where two tiles overlap, their pixels are blended with complementary ramps (linear or cosine), so the
 weights of all tiles sum to 1 at every pixel. A tile's pixels near an inner edge are computed with zero
 padding where the real frame has content; pixels farther from the edge than the receptive radius are
@@ -29,11 +29,13 @@ def pair(value, name: str, who: str) -> tuple[int, int]:
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> tuple[Span, ...]:
-    """Spans of tiles of `tile` cells along an axis of `length` cells, neighbours sharing >= `overlap`."""
+    """Spans of tiles of `tile` cells along an axis of `length` cells, neighbours sharing >= `overlap`:
+    as few tiles as that allows, spread evenly from edge to edge (so when the length is not a multiple of
+    the stride, the tiles shift inward and every overlap grows a little, instead of the last one a lot)."""
     if tile >= length:
         return ((0, length),)
-    starts = list(range(0, length - tile, tile - overlap)) + [length - tile]
-    return tuple((s, s + tile) for s in starts)
+    gaps = -(-(length - tile) // (tile - overlap))  # ceil: tile starts after the first
+    return tuple((s, s + tile) for s in (round(i * (length - tile) / gaps) for i in range(gaps + 1)))
 
 
 @dataclass(frozen=True)
