@@ -199,8 +199,11 @@ def memory_case(mode: str, h_px: int, w_px: int) -> dict:
         else:
             raise ValueError(mode)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    peak = peak_rss()
     cache = dec.cache_nbytes() if dec is not None else None
-    return dict(mode=mode, pixels=[h_px, w_px], before=before, peak=peak_rss(), wall=wall, cpu=cpu, cache=cache)
+    plan = getattr(dec, "plan", None) or memory_plan(vae, mode, tuple(z.shape[-2:]))  # the tiles decoded
+    return dict(mode=mode, pixels=[h_px, w_px], before=before, peak=peak, wall=wall, cpu=cpu, cache=cache,
+                tile=list(plan.tile), rows=[list(r) for r in plan.rows], cols=[list(c) for c in plan.cols])
 
 
 def meta_vae():
@@ -212,13 +215,19 @@ def meta_vae():
         return WanVAE(vae_preset("wan2.1-vae"))
 
 
-def estimate_for(vae, mode: str, h_px: int, w_px: int):
-    """(plan, estimate of salt_core) for a memory case, from the current code (None for previews)."""
+def estimate_for(vae, mode: str, h_px: int, w_px: int, row: dict | None = None):
+    """(plan, estimate of salt_core) for a memory case, from the current code (None for previews); the plan
+    a measured `row` recorded, else the one `mode` makes now."""
     import torch
 
-    from salt_core.vae import DecodeCall, estimate_decode_memory
+    from salt_core.vae import DecodeCall, TilePlan, estimate_decode_memory
 
-    plan = memory_plan(vae, mode, (h_px // 8, w_px // 8))
+    hw = (h_px // 8, w_px // 8)
+    if row is not None and "rows" in row:
+        plan = TilePlan(hw, tuple(row["tile"]), (OVERLAP, OVERLAP), tuple(map(tuple, row["rows"])),
+                        tuple(map(tuple, row["cols"])))
+    else:
+        plan = memory_plan(vae, mode, hw)
     if mode.startswith("preview"):
         return plan, None
     call = DecodeCall(1, LATENT_FRAMES, 1, mode != "tiled clip", torch.float32)
@@ -312,7 +321,7 @@ def render() -> str:
         vae = meta_vae()
         for r in mem["results"]:
             size = f"{r['pixels'][1]}×{r['pixels'][0]}"
-            plan, est = estimate_for(vae, r["mode"], *r["pixels"])
+            plan, est = estimate_for(vae, r["mode"], *r["pixels"], row=r)
             tiles = f"{plan.tile[0]}×{plan.tile[1]} ({plan.count})"
             est_text = "–" if est is None else f"{mib(est.total)} ({mib(est.cache)} + {mib(est.working)} + {mib(est.output)})"
             if "error" in r:
