@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from salt_core.vae import (DecodeCall, TiledStreamingDecoder, TilePlan, VAEConfig, WanVAE, decode_preview,
+from salt_core.vae import (DecodeCall, PreviewDecoder, TiledStreamingDecoder, TilePlan, VAEConfig, WanVAE, decode_preview,
                            decode_tiled, estimate_decode_memory, min_tile, plan_tiles, receptive_radius_px, vae_preset)
 from salt_core.vae.tiling import axis_weights, ramp, tile_spans
 
@@ -186,7 +186,9 @@ def test_decoders_reject_bad_settings_when_built(kwargs, match):
 
 
 @pytest.mark.parametrize("max_side", [0, 7, 100.0, True])
-def test_preview_rejects_a_bad_size(max_side):
+def test_previews_reject_a_bad_size(max_side):
     vae = meta_vae(vae_preset("micro"))
     with pytest.raises(ValueError, match=r"decode_preview: max_side=.* must be an int >= 8 pixels"):
         decode_preview(vae, torch.zeros(1, 4, 1, 4, 4), max_side=max_side)  # checked before any compute
+    with pytest.raises(ValueError, match=r"PreviewDecoder: max_side=.* must be an int >= 8 pixels"):
+        PreviewDecoder(vae, max_side=max_side)

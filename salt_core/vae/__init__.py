@@ -10,7 +10,7 @@ from .convert import (
 from .budget import DecodeCall, DecodeMemory, estimate_decode_memory, min_tile, plan_tiles, receptive_radius_px
 from .layers import FeatureCache
 from .model import WanVAE
-from .preview import decode_preview
+from .preview import PreviewDecoder, decode_preview
 from .streaming import StreamingDecoder, iter_decode
 from .tiled import TiledStreamingDecoder, decode_tiled
 from .tiling import TilePlan
@@ -21,5 +21,5 @@ __all__ = [
     "detect_vae_format", "official_to_diffusers", "diffusers_to_official", "to_official",
     "vae_config_from_state_dict",
     "TiledStreamingDecoder", "decode_tiled", "TilePlan", "plan_tiles", "estimate_decode_memory", "DecodeCall",
-    "DecodeMemory", "min_tile", "receptive_radius_px", "decode_preview",
+    "DecodeMemory", "min_tile", "receptive_radius_px", "decode_preview", "PreviewDecoder",
 ]

@@ -71,7 +71,10 @@ class TileSettings:
             if self.tile is not None:
                 plan = TilePlan.build((h, w), self.tile, self.overlap)
             else:
-                plan = plan_tiles(vae, (h, w), self.memory_budget, overlap=self.overlap, call=call)
+                try:
+                    plan = plan_tiles(vae, (h, w), self.memory_budget, overlap=self.overlap, call=call)
+                except ValueError as e:
+                    raise ValueError(f"{who}: {e}") from None
         if self.memory_budget is not None:
             need = estimate_decode_memory(vae, plan, call)
             if need.total > self.memory_budget:
