@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from .layers import CausalConv3d
-from .tiling import TilePlan, pair
+from .tiling import DEFAULT_OVERLAP, TilePlan, pair
 
 if TYPE_CHECKING:
     from .model import ConvSite, WanVAE
@@ -144,7 +144,7 @@ def _axis_candidates(length: int, smallest: int, overlap: int) -> list[int]:
     return [length] + list(range(max(smallest, overlap + 1), length))
 
 
-def plan_tiles(vae: "WanVAE", latent_hw, budget: Optional[int], *, overlap=8,
+def plan_tiles(vae: "WanVAE", latent_hw, budget: Optional[int], *, overlap=DEFAULT_OVERLAP,
                call: DecodeCall = DecodeCall()) -> TilePlan:
     """The plan with the largest tile (latent cells) whose estimated decode fits `budget` bytes (None:
     one tile, the untiled decode). Ties go to fewer tiles, then to the squarer tile."""

@@ -24,13 +24,10 @@ from .budget import (DecodeCall, check_budget, check_overlap, check_positive, es
                      plan_tiles, receptive_radius_px)
 from .layers import FeatureCache
 from .streaming import StreamingDecoder
-from .tiling import RAMPS, TilePlan, axis_weights, pair
+from .tiling import DEFAULT_OVERLAP, RAMPS, TilePlan, axis_weights, pair
 
 if TYPE_CHECKING:
     from .model import WanVAE
-
-DEFAULT_OVERLAP = 8  # latent cells (64 pixels) shared by neighbouring tiles
-
 
 @dataclass(frozen=True)
 class TileSettings:

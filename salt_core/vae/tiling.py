@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 RAMPS = ("linear", "cosine")
+DEFAULT_OVERLAP = 8  # latent cells (64 pixels) shared by neighbouring tiles
 Span = tuple[int, int]  # [start, stop) in latent cells
 
 
