@@ -93,6 +93,22 @@ def test_streaming_with_tiles_equals_the_whole_clip_tiled_decode(micro):
     assert not torch.equal(whole, untiled(micro, z))  # (the tiles do change some pixels)
 
 
+def test_whole_clip_decode_reports_each_tile_and_stops_when_told(micro):
+    z = random_latents(micro, 1, (20, 30))
+    seen = []
+    with torch.inference_mode():
+        decode_tiled(micro, z, tile=18, overlap=6, on_tile=lambda done, total: seen.append((done, total)))
+        assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+        def interrupt(done, total):
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            decode_tiled(micro, z, tile=18, overlap=6, on_tile=interrupt)
+        decode_tiled(micro, z[:, :, :, :8, :8], on_tile=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (1, 1)
+
+
 def test_pixels_beyond_the_receptive_radius_are_exact_so_wide_overlaps_are_exact(micro):
     # Two tiles along w sharing 36 cells = 288 px > 4 * 68 px: the ramp lies where both tiles are exact.
     z = random_latents(micro, 2, (8, 44), seed=2)

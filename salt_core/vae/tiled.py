@@ -15,7 +15,7 @@ Two loop orders, equal results (same tiles, same arithmetic):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -159,11 +159,13 @@ class TiledStreamingDecoder(StreamingDecoder):
 
 @torch.no_grad()
 def decode_tiled(vae: "WanVAE", z: Tensor, tile=None, overlap=DEFAULT_OVERLAP, memory_budget: Optional[int] = None,
-                 *, blend: str = "cosine", frames_per_step: int = 1) -> Tensor:
+                 *, blend: str = "cosine", frames_per_step: int = 1,
+                 on_tile: Optional[Callable[[int, int], None]] = None) -> Tensor:
     """Decode a whole clip of raw latents z [B, z, t, h, w] -> video [B, 3, 1 + 4(t-1), 8h, 8w] in [-1, 1],
     one tile at a time through all frames (each tile's caches are dropped before the next tile starts;
     the trunk is recomputed per tile). Settings as `TiledStreamingDecoder`; the budget covers the whole
-    output video. Equals `TiledStreamingDecoder` with the same settings fed the clip in any chunks."""
+    output video. Equals `TiledStreamingDecoder` with the same settings fed the clip in any chunks.
+    on_tile(done, total) is called after each tile (for progress; an exception raised there stops)."""
     who = "decode_tiled"
     settings = TileSettings.checked(vae, who, tile, overlap, memory_budget, blend, frames_per_step)
     z = vae.validate_latent(z, who)
@@ -178,13 +180,17 @@ def decode_tiled(vae: "WanVAE", z: Tensor, tile=None, overlap=DEFAULT_OVERLAP, m
             px = decoder.upsample(decoder.trunk(step, trunk_cache), cache)
             out[:, :, done:done + px.shape[2]] = px
             done += px.shape[2]
+        if on_tile is not None:
+            on_tile(1, 1)
         return out.clamp_(-1.0, 1.0)
     blended = z.new_zeros(b, 3, n, h * s, w * s, dtype=torch.float32)
-    for ((r0, r1), (c0, c1)), weight in zip(plan.tiles(), settings.weights(vae, plan, z.device)):
+    for k, (((r0, r1), (c0, c1)), weight) in enumerate(zip(plan.tiles(), settings.weights(vae, plan, z.device))):
         trunk_cache, cache, done = FeatureCache(), FeatureCache(), 0
         for step in steps:
             features = decoder.trunk(step, trunk_cache)  # [B, C, f, h, w]
             px = decoder.upsample(features[:, :, :, r0:r1, c0:c1], cache)  # [B, 3, k, th*s, tw*s]
             blended[:, :, done:done + px.shape[2], r0 * s:r1 * s, c0 * s:c1 * s].addcmul_(px.float(), weight)
             done += px.shape[2]
+        if on_tile is not None:
+            on_tile(k + 1, plan.count)
     return blended.to(z.dtype).clamp_(-1.0, 1.0)
