@@ -144,14 +144,14 @@ def test_one_cell_of_the_trunk_features_reaches_exactly_the_receptive_radius(mod
 # (model, latent h x w, tile, overlap, max, mean): |tiled - untiled| in 0..255 pixel units, 3 latent frames
 # streamed one at a time, cosine ramps. Measured in benchmarks/results/vae_tiled.md on the same weights and
 # latents (trained: 0.43 / 0.0047, 0.050 / 0.0008; micro: 42.7 / 0.82, 5.3 / 0.094; full
-# architecture at dim 8: 30.6 / 0.35); the bounds leave ~1.5x headroom. Random weights spread a change much
+# architecture at dim 8: 4.4 / 0.082); the bounds leave ~1.5x headroom. Random weights spread a change much
 # farther than trained ones, hence their larger errors.
 TOLERANCES = [
     ("trained", (28, 38), 18, 8, 0.7, 0.008),
     ("trained", (24, 30), 18, 12, 0.1, 0.0015),
     ("micro", (32, 46), 18, 4, 65.0, 1.25),
     ("micro", (39, 43), 18, 8, 8.0, 0.15),  # 4 x 4 evenly spread tiles sharing 9 cells
-    ("full_arch", (42, 59), 25, 8, 45.0, 0.55),
+    ("full_arch", (38, 51), 25, 12, 7.0, 0.13),
 ]
 
 
@@ -167,9 +167,9 @@ def test_tiled_decode_stays_within_the_stated_tolerance(model, hw, tile, overlap
 
 
 def test_cosine_ramps_are_more_accurate_than_linear_ones(trained):
-    z = world_latents(trained, 2, (24, 30))
+    z = world_latents(trained, 1, (24, 30))
     ref = untiled(trained, z)
-    errors = {blend: error_255(streamed(TiledStreamingDecoder(trained, tile=18, overlap=12, blend=blend), z, [2]), ref)
+    errors = {blend: error_255(streamed(TiledStreamingDecoder(trained, tile=18, overlap=12, blend=blend), z, [1]), ref)
               for blend in ("cosine", "linear")}
     assert errors["cosine"][0] < errors["linear"][0] <= 0.25 and errors["cosine"][1] < errors["linear"][1]
 
