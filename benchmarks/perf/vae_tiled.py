@@ -342,18 +342,24 @@ def render() -> str:
                   "`plan_tiles`, the largest whose estimate fits the budget. Preview: `decode_preview` of the "
                   f"last latent frame, at full size and with max_side={PREVIEW_SIDE}.", "",
                   "| size | mode | tile (tiles) | peak MiB | estimate MiB (caches + working + output) | "
-                  "caches held MiB | wall s | CPU s |", "|---|---|---|---|---|---|---|---|"]
+                  "caches held MiB | peak / untiled | wall s | CPU s | CPU / untiled |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         vae = meta_vae()
+        base = {tuple(r["pixels"]): r for r in mem["results"] if r["mode"] == "untiled stream" and "error" not in r}
         for r in mem["results"]:
             size = f"{r['pixels'][1]}×{r['pixels'][0]}"
             plan, est = estimate_for(vae, r["mode"], *r["pixels"], row=r)
-            tiles = f"{plan.tile[0]}×{plan.tile[1]} ({plan.count})"
+            tiles = "–" if r["mode"].startswith("preview") else f"{plan.tile[0]}×{plan.tile[1]} ({plan.count})"
             est_text = "–" if est is None else f"{mib(est.total)} ({mib(est.cache)} + {mib(est.working)} + {mib(est.output)})"
             if "error" in r:
-                lines.append(f"| {size} | {r['mode']} | {tiles} | not measured: {r['error']} | {est_text} | | | |")
+                lines.append(f"| {size} | {r['mode']} | {tiles} | not measured: {r['error']} | {est_text} | | | | | |")
                 continue
-            lines.append(f"| {size} | {r['mode']} | {tiles} | {mib(r['peak'] - r['before'])} | {est_text} | "
-                         f"{mib(r['cache'])} | {r['wall']:.0f} | {r['cpu']:.0f} |")
+            ref = base.get(tuple(r["pixels"]))
+            peak = r["peak"] - r["before"]
+            peak_ratio = "–" if ref is None else f"{peak / (ref['peak'] - ref['before']):.2f}"
+            cpu_ratio = "–" if ref is None else f"{r['cpu'] / ref['cpu']:.2f}"
+            lines.append(f"| {size} | {r['mode']} | {tiles} | {mib(peak)} | {est_text} | {mib(r['cache'])} | "
+                         f"{peak_ratio} | {r['wall']:.0f} | {r['cpu']:.0f} | {cpu_ratio} |")
         lines.append("")
     return "\n".join(lines)
 
