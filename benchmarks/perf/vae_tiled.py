@@ -262,26 +262,34 @@ def available_bytes() -> int:
     return 0
 
 
-def run_memory(threads: int) -> list[dict]:
-    vae, rows = meta_vae(), []
-    for h_px, w_px in SIZES:
-        for mode in MEMORY_MODES:
-            _, est = estimate_for(vae, mode, h_px, w_px)
-            free = available_bytes()
-            print("running", mode, h_px, w_px, file=sys.stderr, flush=True)
-            if est is not None and est.total > free - SPARE_BYTES:
-                rows.append(dict(mode=mode, pixels=[h_px, w_px], error=f"the estimate {mib(est.total)} MiB exceeds "
-                                 f"the memory available then ({mib(free)} MiB) less {mib(SPARE_BYTES)} MiB spare"))
+def run_memory(threads: int, only: list[str], code: str) -> list[dict]:
+    """Every (size, mode) case, or the `only` ones ("mode|H|W"), which replace their rows in the stored results."""
+    vae = meta_vae()
+    cases = [(mode, h_px, w_px) for h_px, w_px in SIZES for mode in MEMORY_MODES]
+    if only:
+        cases = [c for c in cases if f"{c[0]}|{c[1]}|{c[2]}" in only]
+    stored = load_results().get("memory", {}).get("results", []) if only else []
+    rows = [r for r in stored if f"{r['mode']}|{r['pixels'][0]}|{r['pixels'][1]}" not in only]
+    for mode, h_px, w_px in cases:
+        _, est = estimate_for(vae, mode, h_px, w_px)
+        free = available_bytes()
+        print("running", mode, h_px, w_px, file=sys.stderr, flush=True)
+        if est is not None and est.total > free - SPARE_BYTES:
+            rows.append(dict(mode=mode, pixels=[h_px, w_px], error=f"the estimate {mib(est.total)} MiB exceeds "
+                             f"the memory available then ({mib(free)} MiB) less {mib(SPARE_BYTES)} MiB spare"))
+        else:
+            cmd = [sys.executable, __file__, "--case", f"{mode}|{h_px}|{w_px}", "--threads", str(threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=MEMORY_ENV)
+            if out.returncode:
+                rows.append(dict(mode=mode, pixels=[h_px, w_px], error=out.stderr.strip().splitlines()[-1]))
             else:
-                cmd = [sys.executable, __file__, "--case", f"{mode}|{h_px}|{w_px}", "--threads", str(threads)]
-                out = subprocess.run(cmd, capture_output=True, text=True, env=MEMORY_ENV)
-                if out.returncode:
-                    rows.append(dict(mode=mode, pixels=[h_px, w_px], error=out.stderr.strip().splitlines()[-1]))
-                else:
-                    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(rows[-1], file=sys.stderr, flush=True)
-            save_results("memory", rows, f"python benchmarks/perf/vae_tiled.py --part memory --threads {threads}")
-            REPORT.write_text(render())
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows[-1]["code"] = code
+        print(rows[-1], file=sys.stderr, flush=True)
+        order = {c: i for i, c in enumerate((m, h, w) for h, w in SIZES for m in MEMORY_MODES)}
+        rows.sort(key=lambda r: order[(r["mode"], *r["pixels"])])
+        save_results("memory", rows, f"python benchmarks/perf/vae_tiled.py --part memory --threads {threads}")
+        REPORT.write_text(render())
     return rows
 
 
@@ -342,8 +350,8 @@ def render() -> str:
                   "`plan_tiles`, the largest whose estimate fits the budget. Preview: `decode_preview` of the "
                   f"last latent frame, at full size and with max_side={PREVIEW_SIDE}.", "",
                   "| size | mode | tile (tiles) | peak MiB | estimate MiB (caches + working + output) | "
-                  "caches held MiB | peak / untiled | wall s | CPU s | CPU / untiled |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "caches held MiB | peak / untiled | wall s | CPU s | CPU / untiled | code |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         vae = meta_vae()
         base = {tuple(r["pixels"]): r for r in mem["results"] if r["mode"] == "untiled stream" and "error" not in r}
         for r in mem["results"]:
@@ -352,14 +360,15 @@ def render() -> str:
             tiles = "–" if r["mode"].startswith("preview") else f"{plan.tile[0]}×{plan.tile[1]} ({plan.count})"
             est_text = "–" if est is None else f"{mib(est.total)} ({mib(est.cache)} + {mib(est.working)} + {mib(est.output)})"
             if "error" in r:
-                lines.append(f"| {size} | {r['mode']} | {tiles} | not measured: {r['error']} | {est_text} | | | | | |")
+                lines.append(f"| {size} | {r['mode']} | {tiles} | not measured: {r['error']} | {est_text} | | | | | | "
+                             f"{r.get('code', '')} |")
                 continue
             ref = base.get(tuple(r["pixels"]))
             peak = r["peak"] - r["before"]
             peak_ratio = "–" if ref is None else f"{peak / (ref['peak'] - ref['before']):.2f}"
             cpu_ratio = "–" if ref is None else f"{r['cpu'] / ref['cpu']:.2f}"
             lines.append(f"| {size} | {r['mode']} | {tiles} | {mib(peak)} | {est_text} | {mib(r['cache'])} | "
-                         f"{peak_ratio} | {r['wall']:.0f} | {r['cpu']:.0f} | {cpu_ratio} |")
+                         f"{peak_ratio} | {r['wall']:.0f} | {r['cpu']:.0f} | {cpu_ratio} | {r.get('code', '')} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -368,6 +377,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=("accuracy", "preview", "memory", "render"), default="render")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", nargs="*", default=[], help='memory cases to re-run, as "mode|H|W"')
+    ap.add_argument("--code", default="", help="the commit of salt_core measured (shown per row)")
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: "mode|H|W" memory case
     a = ap.parse_args()
     import torch
@@ -381,7 +392,7 @@ def main() -> None:
         run = run_accuracy if a.part == "accuracy" else run_preview_quality
         save_results(a.part, run(), f"python benchmarks/perf/vae_tiled.py --part {a.part} --threads {a.threads}")
     elif a.part == "memory":
-        run_memory(a.threads)
+        run_memory(a.threads, a.only, a.code)
     REPORT.write_text(render())
     print(REPORT.read_text())
 
