@@ -62,6 +62,14 @@ class PreviewDecoder(StreamingDecoder):
         return super()._decode(shrink_latents(z, preview_latent_hw(self.vae, z.shape[-2:], self.max_side)))
 
 
+class _LoneFrameCache(FeatureCache):
+    """The state of a one-frame stream: no frame follows, so the past frames are not kept (at 1280x720 the
+    full-size decoder would otherwise hold 4 GB of them until the call returns)."""
+
+    def set(self, layer, frames: Tensor) -> None:
+        pass
+
+
 @torch.no_grad()
 def decode_preview(vae: "WanVAE", z: Tensor, max_side: Optional[int] = None) -> Tensor:
     """The last latent frame of raw latents z [B, z, t, h, w] decoded on its own, as images [B, 3, H, W] in
@@ -71,4 +79,4 @@ def decode_preview(vae: "WanVAE", z: Tensor, max_side: Optional[int] = None) -> 
     _check_side(vae, max_side, "decode_preview")
     z = vae.validate_latent(z, "decode_preview")[:, :, -1:]
     z = shrink_latents(z, preview_latent_hw(vae, z.shape[-2:], max_side))
-    return vae.decoder(vae.conv2(z), FeatureCache())[:, :, 0].clamp_(-1.0, 1.0)
+    return vae.decoder(vae.conv2(z), _LoneFrameCache())[:, :, 0].clamp_(-1.0, 1.0)
