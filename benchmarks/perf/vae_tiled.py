@@ -348,7 +348,13 @@ def render() -> str:
                   f"memory_budget=...)` with {', '.join(f'{v >> 30} GiB at {k}p' for k, v in STREAM_BUDGET.items())}"
                   f"; tiled clip: `decode_tiled(memory_budget={CLIP_BUDGET >> 30} GiB)`; both tiles chosen by "
                   "`plan_tiles`, the largest whose estimate fits the budget. Preview: `decode_preview` of the "
-                  f"last latent frame, at full size and with max_side={PREVIEW_SIDE}.", "",
+                  f"last latent frame, at full size and with max_side={PREVIEW_SIDE}. code = the commit measured: "
+                  "3522a8f predates two fixes, frame attention handing SDPA contiguous q/k/v (before, SDPA built "
+                  "the HW×HW score matrix: 1.9 GB per frame at 1280×720, which made the 720p whole-clip decode "
+                  "peak at 2,553 MiB, over its budget) and `decode_preview` keeping no past frames (it peaked at "
+                  "2,979 / 6,842 MiB at full size). The streaming rows peak in the upsampler with their caches "
+                  "full, where neither fix applies (the attention runs at the trunk, before the upsampler's "
+                  "caches of the frame are written).", "",
                   "| size | mode | tile (tiles) | peak MiB | estimate MiB (caches + working + output) | "
                   "caches held MiB | peak / untiled | wall s | CPU s | CPU / untiled | code |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
