@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-run every performance benchmark and rewrite benchmarks/results/*.md (about an hour on 2 shared CPU cores).
+# Re-run every performance benchmark and rewrite benchmarks/results/*.md (about two hours on 2 shared CPU cores).
 # BASELINE (optional): a directory holding the salt_core of an older commit, for before/after columns:
 #   git archive <commit> salt_core | tar -x -C "$BASELINE"
 # OMP_WAIT_POLICY=PASSIVE: on a shared machine, OpenMP threads that spin-wait for a descheduled peer make
@@ -16,5 +16,9 @@ python benchmarks/perf/ar_cache_policies.py --threads 1
 python benchmarks/perf/vae_decode.py --threads 1 --sizes "64:3,6,12,24,48;128:3,12,24" "${base[@]}"
 python benchmarks/perf/smoke_timings.py --rounds 3
 python benchmarks/perf/gpu_stream.py --device cpu  # on a CUDA machine also: --device cuda
+python benchmarks/perf/memory_table.py
+python benchmarks/perf/vae_tiled.py --part accuracy --threads 1
+python benchmarks/perf/vae_tiled.py --part preview --threads 1
+python benchmarks/perf/vae_tiled.py --part memory --threads 1  # full-size VAE at 480p/720p: the slow one
 unset OMP_WAIT_POLICY  # e2e measures the CLI as users run it, and adds PASSIVE rows itself
 python benchmarks/perf/e2e_generate.py --threads 1,2 --passive "${base[@]}"

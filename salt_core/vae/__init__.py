@@ -1,4 +1,4 @@
-"""Wan 2.1 causal video VAE (official weight names), streaming decode and name conversion."""
+"""Wan 2.1 causal video VAE (official weight names), streaming and tiled decode, and name conversion."""
 from .config import VAE_PRESETS, WAN21_LATENT_FORMAT, WAN21_LATENT_MEAN, WAN21_LATENT_STD, VAEConfig, vae_preset
 from .frames import FrameDecoder, check_formats, decode_to_frames
 from .latent_format import LatentFormat
@@ -9,9 +9,13 @@ from .convert import (
     to_official,
     vae_config_from_state_dict,
 )
+from .budget import DecodeCall, DecodeMemory, estimate_decode_memory, min_tile, plan_tiles, receptive_radius_px
 from .layers import FeatureCache
 from .model import WanVAE
+from .preview import PreviewDecoder, decode_preview
 from .streaming import StreamingDecoder, iter_decode
+from .tiled import TiledStreamingDecoder, decode_tiled
+from .tiling import TilePlan
 
 __all__ = [
     "FrameDecoder", "LatentFormat", "WAN21_LATENT_FORMAT", "check_formats", "decode_to_frames",
@@ -19,4 +23,6 @@ __all__ = [
     "WanVAE", "StreamingDecoder", "iter_decode", "FeatureCache",
     "detect_vae_format", "official_to_diffusers", "diffusers_to_official", "to_official",
     "vae_config_from_state_dict",
+    "TiledStreamingDecoder", "decode_tiled", "TilePlan", "plan_tiles", "estimate_decode_memory", "DecodeCall",
+    "DecodeMemory", "min_tile", "receptive_radius_px", "decode_preview", "PreviewDecoder",
 ]

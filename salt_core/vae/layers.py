@@ -250,7 +250,10 @@ class AttentionBlock(nn.Module):
     def _attend(self, x: Tensor) -> Tensor:
         # x: [N, C, H, W] with N = B*T
         n, c, h, w = x.shape
-        qkv = self.to_qkv(self.norm(x)).flatten(2).transpose(1, 2)  # [N, HW, 3C]
+        # [N, HW, 3C] with unit stride along channels: SDPA's fused CPU/CUDA kernels need it; with the conv's
+        # NCHW output as a strided view it falls back to the math path and builds the HW x HW matrix (1.6 GB
+        # per frame at 1280x720).
+        qkv = self.to_qkv(self.norm(x)).flatten(2).transpose(1, 2).contiguous()
         q, k, v = qkv.unsqueeze(1).chunk(3, dim=-1)  # each [N, 1, HW, C]
         y = F.scaled_dot_product_attention(q, k, v)  # [N, 1, HW, C]
         return self.proj(y.squeeze(1).transpose(1, 2).reshape(n, c, h, w))

@@ -11,6 +11,8 @@ chunks lives in a `FeatureCache`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -22,12 +24,25 @@ from .streaming import StreamingDecoder, iter_decode
 RGB = 3
 
 
+@dataclass(frozen=True)
+class ConvSite:
+    """A conv of the decoder and the resolution it runs at (for memory and receptive-field arithmetic)."""
+
+    conv: nn.Module  # CausalConv3d or nn.Conv2d
+    scale: int  # pixels per latent cell of its input along H and W (1 = latent resolution)
+    frames: int  # input frames per latent frame once streaming (the first latent frame gives 1)
+
+
 def _middle(dim: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(ResidualBlock(dim, dim, dropout), AttentionBlock(dim), ResidualBlock(dim, dim, dropout))
 
 
 def _head(dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(RMSNorm(dim), nn.SiLU(), CausalConv3d(dim, out_dim, 3, padding=1))
+
+
+def _is_conv(m: nn.Module) -> bool:
+    return isinstance(m, (CausalConv3d, nn.Conv2d))
 
 
 class Encoder3d(nn.Module):
@@ -78,9 +93,35 @@ class Decoder3d(nn.Module):
         self.head = _head(dims[-1], RGB)
 
     def forward(self, x: Tensor, cache: FeatureCache) -> Tensor:
+        return self.upsample(self.trunk(x, cache), cache)
+
+    def conv_sites(self, part: str) -> list[ConvSite]:
+        """Every conv of `part` ("trunk" or "upsample"), in order, with its resolution and frame rate."""
+        if part == "trunk":
+            return [ConvSite(m, 1, 1) for m in (self.conv1, *self.middle.modules()) if _is_conv(m)]
+        if part != "upsample":
+            raise ValueError(f"Decoder3d.conv_sites: part={part!r}; allowed: ['trunk', 'upsample']")
+        sites, scale, frames = [], 1, 1
+        for block in self.upsamples:
+            if isinstance(block, Resample):
+                if block.mode == "upsample3d":
+                    sites.append(ConvSite(block.time_conv, scale, frames))
+                    frames *= 2
+                scale *= 2
+                sites.append(ConvSite(block.resample[1], scale, frames))
+            else:
+                sites += [ConvSite(m, scale, frames) for m in block.modules() if _is_conv(m)]
+        return sites + [ConvSite(m, scale, frames) for m in self.head.modules() if _is_conv(m)]
+
+    def trunk(self, x: Tensor, cache: FeatureCache) -> Tensor:
+        """The part at latent resolution with frame-wide attention: [B, z, t, h, w] -> [B, C, t, h, w]."""
         x = self.conv1(fast_layout(x), cache)
-        x = run_streaming(self.middle, x, cache)
-        x = run_streaming(self.upsamples, x, cache)
+        return run_streaming(self.middle, x, cache)
+
+    def upsample(self, x: Tensor, cache: FeatureCache) -> Tensor:
+        """The purely convolutional rest (local: a finite spatial receptive field, no attention):
+        trunk features [B, C, t, h, w] -> pixels [B, 3, T', h*s, w*s] (before clamping)."""
+        x = run_streaming(self.upsamples, fast_layout(x), cache)
         return run_streaming(self.head, x, cache).contiguous()
 
 

@@ -63,21 +63,29 @@ class StreamingDecoder:
     def decode_next(self, z_chunk: Tensor) -> Tensor:
         """z_chunk: [B, z, t, h, w] (t >= 1) -> pixel frames [B, 3, n, 8h, 8w] with
         n = 1 + 4(t-1) on the first call of a stream and 4t afterwards."""
-        z = self.vae.validate_latent(z_chunk, "StreamingDecoder.decode_next")
+        who = f"{type(self).__name__}.decode_next"
+        z = self.vae.validate_latent(z_chunk, who)
         b, _, t, h, w = z.shape
         if self._geometry is not None and self._geometry != (b, h, w):
             raise ValueError(
-                "StreamingDecoder.decode_next: chunk has (B, h, w) = "
+                f"{who}: chunk has (B, h, w) = "
                 f"{(b, h, w)} but the stream started with {self._geometry}; call reset() for a new video"
             )
+        self._prepare(z)  # checks that need the stream's geometry, before any compute
         self._geometry = (b, h, w)
-        x = self.vae.conv2(z)
-        step = self.frames_per_step or auto_frames_per_step(self.vae, z)
-        steps = x.split(step, dim=2)
-        frames = torch.cat([self.vae.decoder(step, self.cache) for step in steps], dim=2).clamp_(-1.0, 1.0)
+        frames = self._decode(z).clamp_(-1.0, 1.0)
         self.latent_frames_in += t
         self.frames_out += frames.shape[2]
         return frames
+
+    def _prepare(self, z: Tensor) -> None:
+        """Hook for subclasses: called with each validated chunk before it is decoded."""
+
+    def _decode(self, z: Tensor) -> Tensor:
+        """z: [B, z, t, h, w] -> pixels [B, 3, n, 8h, 8w] (before clamping). Every op sees one step at a
+        time (conv2 too), so with a fixed frames_per_step any split into chunks gives the same bits."""
+        step = self.frames_per_step or auto_frames_per_step(self.vae, z)
+        return torch.cat([self.vae.decoder(self.vae.conv2(s), self.cache) for s in z.split(step, dim=2)], dim=2)
 
     def cache_nbytes(self) -> int:
         """Bytes held between calls (bounded by the frame size, independent of video length)."""
