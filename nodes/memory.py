@@ -115,13 +115,13 @@ def sampling_bytes(dit, plan, latent_frames: int, latent_hw: tuple[int, int]) ->
     return int(total)
 
 
-def decode_bytes(vae, latent_hw: tuple[int, int], batch: int) -> int:
-    """An estimate of a streaming decode's device memory besides the weights: its widest activation (4 frames of
-    2·dim channels at full size, one latent frame per decoder pass) a few times over (inputs, outputs, caches)."""
-    cfg = vae.config
-    s = cfg.spatial_factor
-    widest = batch * cfg.temporal_factor * 2 * cfg.dim * latent_hw[0] * s * latent_hw[1] * s * max(vae.dtype.itemsize, 2)
-    return 4 * widest
+def decode_bytes(vae, latent_hw: tuple[int, int], batch: int, chunk_frames: int = 1, plan=None) -> int:
+    """A streaming decode's device memory besides the weights (salt_core's estimate from the decoder's
+    structure: caches, one pass's transients, a chunk's frames), for `plan`'s tiles (None: untiled)."""
+    from salt_core.vae import DecodeCall, TilePlan, estimate_decode_memory
+
+    plan = plan or TilePlan.whole(tuple(latent_hw))
+    return estimate_decode_memory(vae, plan, DecodeCall(batch, chunk_frames, 1, True)).total
 
 
 # ---- using a model ---------------------------------------------------------------------------------
@@ -191,8 +191,9 @@ def dit_on_device(model, plan, latent_frames: int, latent_hw: tuple[int, int]):
 
 
 @contextmanager
-def vae_on_device(vae, latent_hw: tuple[int, int], batch: int):
-    """The VAE ready to decode on its device (yielded)."""
+def vae_on_device(vae, memory_required: int):
+    """The VAE ready to decode on its device (yielded); memory_required: the decode's bytes besides the
+    weights (`decode_bytes`), which ComfyUI frees before loading."""
     api = host.model_management()
     if api is None:
         where = placement(vae)
@@ -201,7 +202,7 @@ def vae_on_device(vae, latent_hw: tuple[int, int], batch: int):
             yield device
         return
     patcher = _patcher(vae, lambda: _vae_patcher(vae, api))
-    api[0].load_models_gpu([patcher], memory_required=decode_bytes(vae, latent_hw, batch), force_full_load=True)
+    api[0].load_models_gpu([patcher], memory_required=memory_required, force_full_load=True)
     with _leftovers_on(patcher.model, patcher.load_device):
         yield patcher.load_device
 

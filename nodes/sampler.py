@@ -162,31 +162,39 @@ def _prompts(model, conditioning, schedule, frames: int, chunk: int):
     return prompts
 
 
+PREVIEW_SIDE = 256  # px: the longer side of the chunk previews our VAE streams (a cheap fraction of the decode)
+
+
 class _ChunkPreview:
-    """A small picture of the newest frame of each chunk for ComfyUI's progress preview."""
+    """A small picture of the newest frame of each chunk for ComfyUI's progress preview. With the model's own VAE
+    the chunks stream through a reduced-size decoder that keeps the causal state, so a later chunk's colours are
+    right (a latent frame decoded alone is not: benchmarks/results/vae_tiled.md)."""
 
     def __init__(self, model, enabled: bool):
         self.model = model
         self.enabled = enabled and host.previews_enabled()
         self.core = host.core_latent_previewer() if self.enabled and model.vae is None else None
+        self.stream = None  # FrameDecoder at preview size, made at the first chunk
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor):
-        """z: [B, C, F, h, w] normalised latents of a finished chunk."""
+        """z: [B, C, F, h, w] normalised latents of a finished chunk (chunks of one video, in order)."""
         if not self.enabled:
             return None
-        last = z[:1, :, -1:]
         vae = self.model.vae
-        if vae is not None and last.shape[1] == vae.config.z_dim:
+        if vae is not None and z.shape[1] == vae.config.z_dim:
             from PIL import Image
 
-            from salt_core.vae import decode_to_frames
+            from salt_core.vae import FrameDecoder
             from salt_core.video_io import to_uint8_frames
 
-            frame = to_uint8_frames(decode_to_frames(vae, last, self.model.latent_format))[0]
+            if self.stream is None:
+                side = min(host.preview_max_size(), PREVIEW_SIDE)
+                self.stream = FrameDecoder(vae, self.model.latent_format, preview_side=side)
+            frame = to_uint8_frames(self.stream.from_model_space(z[:1])[-1:])[0]
             return ("JPEG", Image.fromarray(frame.numpy()), host.preview_max_size())
         if self.core is not None:
-            return self.core.decode_latent_to_preview_image("JPEG", last)
+            return self.core.decode_latent_to_preview_image("JPEG", z[:1, :, -1:])
         return None
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from . import host
-from .memory import vae_on_device
+from .memory import decode_bytes, vae_on_device
 
 log = logging.getLogger("salt.nodes")
 
@@ -69,8 +69,9 @@ def check_image_size(batch: int, frames: int, height: int, width: int) -> None:
             "`python -m salt_core generate`, which streams the frames into the MP4")
 
 
-def decode_core_vae(vae, z: torch.Tensor) -> torch.Tensor:
-    """ComfyUI's own VAE object: its decode already runs causally frame by frame."""
+def decode_core_vae(vae, z: torch.Tensor, tile: int = 0, overlap: int = 8) -> torch.Tensor:
+    """ComfyUI's own VAE object: its decode already runs causally frame by frame; tile > 0 takes its own tiled
+    decode (tiles of `tile` latent cells sharing `overlap`, as VAEDecodeTiled)."""
     if getattr(vae, "latent_dim", 3) != 3 or vae.latent_channels != z.shape[1]:
         raise ValueError(f"incompatible VAE: the latents have {z.shape[1]} channels [B, C, T, h, w] but this VAE "
                          f"decodes {vae.latent_channels}-channel {'video' if vae.latent_dim == 3 else 'image'} "
@@ -78,25 +79,40 @@ def decode_core_vae(vae, z: torch.Tensor) -> torch.Tensor:
     B, _, T, h, w = z.shape
     check_image_size(B, 1 + WAN_TIME_FACTOR * (T - 1), h * WAN_SPACE_FACTOR, w * WAN_SPACE_FACTOR)
     _check_finite(z)
-    images = vae.decode(z)
+    images = vae.decode_tiled(z, tile_x=tile, tile_y=tile, overlap=overlap) if tile else vae.decode(z)
     return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
 
 
-@torch.no_grad()
-def decode_salt_vae(vae, z: torch.Tensor, chunk: int, device: torch.device) -> torch.Tensor:
-    """Stream raw latents through our VAE `chunk` latent frames at a time -> IMAGE [B*N, H, W, 3]."""
-    from salt_core.video_io import frames_from_model_space
+def planned_salt_decoder(vae, z: torch.Tensor, chunk: int, tiling):
+    """Our VAE's streaming decoder for raw latents z [B, C, T, h, w] fed `chunk` latent frames at a time, its
+    tiles planned and checked against the budget (a bad setting raises here, before any compute), and the
+    decode's device memory besides the weights."""
+    from salt_core.vae import TilePlan
 
     cfg = vae.config
     if z.shape[1] != cfg.z_dim:
         raise ValueError(f"incompatible VAE: the latents have {z.shape[1]} channels but this VAE has z_dim="
                          f"{cfg.z_dim}; use the VAE that belongs to the model")
     B, _, T, h, w = z.shape
-    N, H, W = cfg.pixel_frames(T), h * cfg.spatial_factor, w * cfg.spatial_factor
-    check_image_size(B, N, H, W)
+    check_image_size(B, cfg.pixel_frames(T), h * cfg.spatial_factor, w * cfg.spatial_factor)
     _check_finite(z)
+    decoder = vae.streaming_decoder(tiling=tiling)
+    plan = decoder.plan_ahead(B, min(chunk, T), (h, w)) if hasattr(decoder, "plan_ahead") else TilePlan.whole((h, w))
+    return decoder, decode_bytes(vae, (h, w), B, min(chunk, T), plan)
+
+
+@torch.no_grad()
+def decode_salt_vae(vae, z: torch.Tensor, chunk: int, device: torch.device, decoder=None) -> torch.Tensor:
+    """Stream raw latents through our VAE `chunk` latent frames at a time -> IMAGE [B*N, H, W, 3].
+    decoder: from `planned_salt_decoder` (default: an untiled one)."""
+    from salt_core.video_io import frames_from_model_space
+
+    if decoder is None:
+        decoder, _ = planned_salt_decoder(vae, z, chunk, None)
+    cfg = vae.config
+    B, _, T, h, w = z.shape
+    N, H, W = cfg.pixel_frames(T), h * cfg.spatial_factor, w * cfg.spatial_factor
     out = torch.empty(B, N, H, W, 3, dtype=torch.float32)  # IMAGE holds all frames; the decode itself is bounded
-    decoder = vae.streaming_decoder()
     progress = host.Progress(math.ceil(T / chunk))
     n = 0
     for i, zc in enumerate(z.split(chunk, dim=2)):
@@ -125,7 +141,23 @@ class SaltDecode:
                     "default": 1, "min": 1, "max": 1024,
                     "tooltip": "Latent frames decoded per step with a Salt VAE (1 = least memory). The result "
                                "is the same for any value."}),
-            }
+            },
+            "optional": {
+                "tile": ("INT", {
+                    "default": 0, "min": 0, "max": 4096,
+                    "tooltip": "Tile side in latent cells (8 px) for a decode tiled in space; 0 = untiled, or "
+                               "the largest tile that fits memory_budget_mb. A Salt VAE needs tiles of at least "
+                               "its receptive field (25 cells for Wan 2.1); ComfyUI's VAE uses its own tiled "
+                               "decode."}),
+                "tile_overlap": ("INT", {
+                    "default": 8, "min": 0, "max": 4096,
+                    "tooltip": "Latent cells shared by neighbouring tiles, blended so the seams do not show."}),
+                "memory_budget_mb": ("INT", {
+                    "default": 0, "min": 0, "max": 1 << 30,
+                    "tooltip": "Salt VAE: MiB the decode may use besides the weights (0 = no limit); without a "
+                               "tile, the largest tile that fits is chosen, and a budget too small for any tile "
+                               "is refused before decoding."}),
+            },
         }
 
     RETURN_TYPES = ("IMAGE",)
@@ -135,19 +167,26 @@ class SaltDecode:
     CATEGORY = "Salt"
     DESCRIPTION = "Decodes video latents into frames with a streaming (chunked, causal) Wan 2.1 VAE decode."
 
-    def decode(self, samples, vae, chunk_frames=1):
-        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be an integer >= 1 (latent frames decoded per step), "
-                             f"got {chunk_frames!r}")
+    def decode(self, samples, vae, chunk_frames=1, tile=0, tile_overlap=8, memory_budget_mb=0):
+        for name, value, low in (("chunk_frames", chunk_frames, 1), ("tile", tile, 0), ("tile_overlap", tile_overlap, 0),
+                                 ("memory_budget_mb", memory_budget_mb, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         z = _latents(samples)
         if host.is_core_vae(vae):
-            return (decode_core_vae(vae, z),)
-        from salt_core.vae import WanVAE
+            return (decode_core_vae(vae, z, tile, tile_overlap),)
+        from salt_core.vae import DecodeTiling, WanVAE
 
         if not isinstance(vae, WanVAE):
             raise TypeError(f"vae must come from SaltVAELoader or VAELoader, got {type(vae).__name__}")
-        with vae_on_device(vae, tuple(z.shape[3:]), z.shape[0]) as device:
-            return (decode_salt_vae(vae, z, int(chunk_frames), device),)
+        tiling = DecodeTiling(tile or None, tile_overlap, memory_budget_mb << 20 or None)
+        try:
+            decoder, need = planned_salt_decoder(vae, z, chunk_frames, tiling)
+        except ValueError as e:
+            raise ValueError(f"SaltDecode (tile={tile}, tile_overlap={tile_overlap}, memory_budget_mb="
+                             f"{memory_budget_mb}): {e}") from None
+        with vae_on_device(vae, need) as device:
+            return (decode_salt_vae(vae, z, chunk_frames, device, decoder),)
 
 
 class SaltSaveVideo:

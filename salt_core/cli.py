@@ -129,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "cached frames re-indexed (no length limit)")
     c.add_argument("--context-t", type=_positive(float, "--context-t", 0.0, 1000.0), default=None,
                    help="timestep of the context pass that commits a finished chunk")
+    d = g.add_argument_group("VAE decode tiled in space (bounds the decode's memory at large sizes)")
+    d.add_argument("--vae-tile", type=_positive(int, "--vae-tile", 1, 4096), default=None,
+                   help="tile side in latent cells (8 px each; at least the decoder's receptive field: 25 for the Wan "
+                        "2.1 VAE); default: the largest tile that fits --vae-memory, else untiled")
+    d.add_argument("--vae-tile-overlap", type=_positive(int, "--vae-tile-overlap", 0, 4096), default=8,
+                   help="latent cells shared by neighbouring tiles")
+    d.add_argument("--vae-memory", type=_positive(float, "--vae-memory", 1.0, 2.0**30), default=None, metavar="MIB",
+                   help="memory budget of the decode in MiB (caches, transients and a chunk's frames); checked "
+                        "before sampling starts")
     g.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N, mps")
     g.add_argument("--threads", type=_positive(int, "--threads", 1, 4096), default=None,
                    help="CPU threads for torch (default: torch's choice)")
@@ -147,6 +156,13 @@ def overrides_from(args):
                            max_frames=args.max_frames, positions=args.positions, context_t=args.context_t)
     return SamplingOverrides(steps=args.steps or None, timesteps=args.timesteps, transition=args.transition,
                              chunk_frames=args.chunk_frames or None, cache=cache)
+
+
+def tiling_from(args):
+    from .vae import DecodeTiling
+
+    budget = None if args.vae_memory is None else int(args.vae_memory * 2**20)
+    return DecodeTiling(tile=args.vae_tile, overlap=args.vae_tile_overlap, memory_budget=budget)
 
 
 def frames_for(args, model) -> int:
@@ -180,8 +196,9 @@ def generate(args) -> int:
 
     from .atomic import sigterm_as_interrupt
     from .devices import resolve_device
-    from .pipeline import decode_stream, encode_prompt, guidance_for, stream_latents
+    from .pipeline import decode_stream, encode_prompt, frame_decoder_for, guidance_for, stream_latents
     from .sampling.settings import describe_trained
+    from .validation import latent_frames_for, latent_size_for
     from .vae import check_formats
     from .video_io import check_writable, write_mp4
 
@@ -211,6 +228,14 @@ def generate(args) -> int:
         plan_notes = ()
     for note in plan.notes + plan_notes:
         print(f"note: {note}", file=sys.stderr)
+    chunk = plan.layout.chunk_frames if plan.causal else latent_frames_for(frames)
+    try:  # a tile below the receptive field or a budget too small fails here, before sampling
+        decoder = frame_decoder_for(model, vae, tiling_from(args))
+        tiles = decoder.plan_ahead(1, chunk, latent_size_for(height, width))
+    except ValueError as e:
+        raise ValueError(f"--vae-tile / --vae-tile-overlap / --vae-memory: {e}") from None
+    if tiles:
+        print(f"note: {tiles}", file=sys.stderr)
     context, unknown = encode_prompt(model, args.prompt)
     if unknown:
         print(f"warning: words unknown to the text encoder (encoded as <unk>): {', '.join(unknown)}", file=sys.stderr)
@@ -224,7 +249,7 @@ def generate(args) -> int:
         chunks = (c.latents for c in stream_latents(model, context, width=width, height=height, frames=frames,
                                                     overrides=overrides_from(args), seed=args.seed,
                                                     guidance=guidance))
-        path, n = write_mp4(args.out, decode_stream(model, vae, chunks), fps=args.fps)
+        path, n = write_mp4(args.out, decode_stream(model, vae, chunks, decoder=decoder), fps=args.fps)
     gen_s = time.perf_counter() - t1
     video_s = n / args.fps
     print(

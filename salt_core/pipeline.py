@@ -278,9 +278,16 @@ def generate_latents(
     return collect_chunks(stream_latents(model, prompts, **kwargs), on_chunk)
 
 
-def decode_stream(model: SaltModel, vae: WanVAE, latent_chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+def frame_decoder_for(model: SaltModel, vae: WanVAE, tiling=None) -> FrameDecoder:
+    """The model's path from latents to frames through `vae` (tiled in space when `tiling` asks for it)."""
+    return FrameDecoder(vae, model.latent_format, tiling=tiling, who=f"model {model.name!r}")
+
+
+def decode_stream(model: SaltModel, vae: WanVAE, latent_chunks: Iterable[torch.Tensor], *,
+                  decoder: Optional[FrameDecoder] = None) -> Iterator[torch.Tensor]:
     """Normalised latent chunks [B, C, t, h, w] -> pixel frames [n, H, W, 3] float 0..1, chunk by chunk. The
-    latents are un-normalised with the model's latent format (the VAE's own when the model records none)."""
-    decoder = FrameDecoder(vae, model.latent_format, who=f"model {model.name!r}")
+    latents are un-normalised with the model's latent format (the VAE's own when the model records none).
+    decoder: a `frame_decoder_for` the caller made (and planned) already."""
+    decoder = decoder or frame_decoder_for(model, vae)
     for z in latent_chunks:
         yield decoder.from_model_space(z)

@@ -141,3 +141,29 @@ def test_another_size_than_the_trained_one_is_said(tmp_path, capsys):
     rc, _, err = run(["generate", "--prompt", "a red circle", "--frames", "9", "--height", "32", "--width", "48",
                       "--out", str(tmp_path / "s.mp4")], capsys)
     assert rc == 0 and "note: size 48x32: the model was trained at 64x64" in err
+
+
+@needs_default
+def test_a_vae_tile_below_the_receptive_field_or_a_budget_too_small_is_refused_before_sampling(tmp_path, capsys,
+                                                                                             monkeypatch):
+    import salt_core.pipeline as pipeline
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampling started")
+
+    monkeypatch.setattr(pipeline, "stream_latents", no_sampling)
+    base = ["generate", "--prompt", "a red circle", "--frames", "9", "--width", "320", "--out", str(tmp_path / "a.mp4")]
+    rc, _, err = run(base + ["--vae-tile", "4"], capsys)
+    assert rc == 2 and "--vae-tile" in err and "smaller than the decoder's receptive field" in err
+    assert "allowed: tile sides >= 18 latent cells" in err
+    rc, _, err = run(base + ["--vae-memory", "2"], capsys)
+    assert rc == 2 and "memory_budget=2097152 bytes (2 MiB) is too small" in err and "allowed: budget >=" in err
+    assert not (tmp_path / "a.mp4").exists()
+
+
+@needs_default
+def test_a_tiled_vae_decode_is_said_and_writes_the_video(tmp_path, capsys):
+    rc, out, err = run(["generate", "--prompt", "a red circle", "--frames", "9", "--width", "320", "--vae-tile", "18",
+                        "--out", str(tmp_path / "t.mp4")], capsys)
+    assert rc == 0 and "note: VAE decode in 4 tiles of 144x64 px (overlap 64x64 px)" in err
+    assert "wrote" in out and (tmp_path / "t.mp4").stat().st_size > 0

@@ -298,11 +298,19 @@ def test_sampler_output_is_raw_vae_space_of_the_pipeline(N, model, cond):
 
 
 def test_sampler_reports_each_chunk_with_a_preview(N, model, cond, fake_comfy):
-    N["SaltSampler"]().sample(model, 32, 32, 9, chunk_frames=1, conditioning=cond)
+    latent = N["SaltSampler"]().sample(model, 32, 32, 9, chunk_frames=1, conditioning=cond)[0]
     values = [(v, t) for v, t, _ in fake_comfy["progress"]]
     assert values == [(1, 3), (2, 3), (3, 3)]
     kind, image, size = fake_comfy["progress"][-1][2]
     assert kind == "JPEG" and image.size == (32, 32) and size > 0
+    # the previews follow the stream (32 px is under the preview size): the last one is the video's last frame
+    import numpy as np
+
+    from salt_core.video_io import to_uint8_frames
+
+    frames = N["SaltDecode"]().decode(latent, model.vae)[0]
+    want = to_uint8_frames(frames[-1:])[0].numpy().astype(int)
+    assert np.abs(np.asarray(image).astype(int) - want).max() <= 1
 
 
 def test_sampler_stops_when_comfyui_interrupts(N, model, cond, fake_comfy):
@@ -392,6 +400,35 @@ def test_decode_streams_to_the_full_decode(N, vae):
     assert images.shape == (10, 16, 24, 3) and images.dtype == torch.float32
     want = ((full.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).reshape(10, 16, 24, 3)
     torch.testing.assert_close(images, want, atol=1e-5, rtol=1e-4)
+
+
+def test_a_tiled_decode_matches_the_untiled_one_and_bad_tiles_are_refused_before_decoding(N, vae, monkeypatch):
+    from salt_core.vae import min_tile
+
+    torch.manual_seed(1)
+    z = torch.randn(1, 16, 2, 4, 44)  # 44 latent cells wide: 3 tiles of the smallest size
+    smallest = min_tile(vae)
+    plain = N["SaltDecode"]().decode({"samples": z}, vae, chunk_frames=1)[0]
+    tiled = N["SaltDecode"]().decode({"samples": z}, vae, chunk_frames=1, tile=smallest, tile_overlap=8)[0]
+    # untiled: ~31 MiB; 28 MiB fits two tiles of 4 x 27 cells
+    budgeted = N["SaltDecode"]().decode({"samples": z}, vae, chunk_frames=1, memory_budget_mb=28)[0]
+    assert tiled.shape == plain.shape == budgeted.shape == (5, 32, 352, 3)
+    assert (tiled - plain).abs().max() < 0.02 and (tiled - plain).abs().mean() < 2e-3
+    assert (budgeted - plain).abs().max() < 0.02
+    assert not torch.equal(tiled, plain) and not torch.equal(budgeted, plain)  # both tiled: the seams differ a little
+
+    import salt_core.vae.streaming as streaming
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoding started")
+
+    monkeypatch.setattr(streaming.StreamingDecoder, "decode_next", no_decode)
+    with pytest.raises(ValueError, match=rf"SaltDecode \(tile=4.*smaller than the decoder's receptive field.*>= {smallest}"):
+        N["SaltDecode"]().decode({"samples": z}, vae, tile=4)
+    with pytest.raises(ValueError, match=r"memory_budget_mb=1\).*too small.*allowed: budget >="):
+        N["SaltDecode"]().decode({"samples": z}, vae, memory_budget_mb=1)
+    with pytest.raises(ValueError, match="tile_overlap must be an integer >= 0"):
+        N["SaltDecode"]().decode({"samples": z}, vae, tile_overlap=-1)
 
 
 class ComfyVAE:

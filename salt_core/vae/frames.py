@@ -31,10 +31,29 @@ class FrameDecoder:
     """Stream one video's latents through `vae`: `from_model_space(z)` / `from_raw(z)` per chunk -> frames."""
 
     def __init__(self, vae, model_format: Optional[LatentFormat] = None, *, frames_per_step: Optional[int] = None,
-                 who: str = "model"):
+                 tiling=None, preview_side: Optional[int] = None, who: str = "model"):
+        """tiling: a `DecodeTiling` (a decode tiled in space); preview_side: stream a preview whose frames have
+        their longer side <= this many pixels instead (`PreviewDecoder`: 1/k^2 of the work for a reduction by k)."""
         self.vae = vae
         self.format = check_formats(model_format, vae, who)
-        self.decoder = vae.streaming_decoder(frames_per_step=frames_per_step)
+        if preview_side is not None:
+            from .preview import PreviewDecoder
+
+            self.decoder = PreviewDecoder(vae, max_side=preview_side)
+        else:
+            self.decoder = vae.streaming_decoder(frames_per_step=frames_per_step, tiling=tiling)
+
+    def plan_ahead(self, batch: int, chunk_frames: int, latent_hw: tuple[int, int]) -> Optional[str]:
+        """Check a tiled decode's tiles and budget for chunks of this geometry before any compute; returns a
+        line saying how it tiles (None when untiled)."""
+        if not hasattr(self.decoder, "plan_ahead"):
+            return None
+        plan = self.decoder.plan_ahead(batch, chunk_frames, latent_hw)
+        s = self.vae.config.spatial_factor
+        if plan.count == 1:
+            return "VAE decode untiled (the whole frame fits as one tile)"
+        return (f"VAE decode in {plan.count} tiles of {plan.tile[1] * s}x{plan.tile[0] * s} px (overlap "
+                f"{plan.overlap[1] * s}x{plan.overlap[0] * s} px)")
 
     @property
     def _place(self) -> tuple[torch.device, torch.dtype]:

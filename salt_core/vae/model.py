@@ -174,9 +174,16 @@ class WanVAE(nn.Module):
         chunks = iter_decode(self, z, chunk_frames=frames_per_step, frames_per_step=frames_per_step)
         return torch.cat(list(chunks), dim=2)
 
-    def streaming_decoder(self, frames_per_step: int | None = 1) -> StreamingDecoder:
+    def streaming_decoder(self, frames_per_step: int | None = 1, tiling=None) -> StreamingDecoder:
         """A decoder that takes latents a chunk at a time and keeps the causal state between calls.
-        frames_per_step=None: whole chunks per decoder pass when they fit a memory budget (faster)."""
+        frames_per_step=None: whole chunks per decoder pass when they fit a memory budget (faster; one
+        latent frame per pass when tiled). tiling: a `DecodeTiling` whose tile or budget is set gives a
+        `TiledStreamingDecoder`."""
+        if tiling is not None and tiling.active:
+            from .tiled import TiledStreamingDecoder
+
+            return TiledStreamingDecoder(self, tiling.tile, tiling.overlap, tiling.memory_budget,
+                                         frames_per_step=frames_per_step or 1)
         return StreamingDecoder(self, frames_per_step=frames_per_step)
 
     def forward(self, video: Tensor) -> Tensor:

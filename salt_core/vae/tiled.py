@@ -90,6 +90,30 @@ class TileSettings:
         return [(wr[:, None] * wc).to(device, torch.float32) for wr in rows for wc in cols]
 
 
+@dataclass(frozen=True)
+class DecodeTiling:
+    """What a user asks of the decode's spatial tiling (the CLI's --vae-tile*, SaltDecode's inputs).
+
+    tile: latent cells per tile side (an int or (h, w)), None: the largest tile that fits `memory_budget`;
+    overlap: latent cells shared by neighbours; memory_budget: bytes for the decode, None: no limit.
+    Neither tile nor budget: the untiled decode."""
+
+    tile: Optional[object] = None
+    overlap: object = DEFAULT_OVERLAP
+    memory_budget: Optional[int] = None
+
+    @property
+    def active(self) -> bool:
+        return self.tile is not None or self.memory_budget is not None
+
+    def describe(self) -> str:
+        if not self.active:
+            return "untiled"
+        tile = "largest that fits" if self.tile is None else f"{self.tile} latent cells"
+        budget = "" if self.memory_budget is None else f", budget {self.memory_budget / 2**20:.0f} MiB"
+        return f"tiles: {tile}, overlap {self.overlap}{budget}"
+
+
 def _pixel_frames(vae: "WanVAE", latent_frames: int, first: bool) -> int:
     tf = vae.config.temporal_factor
     return tf * latent_frames - (tf - 1 if first else 0)
@@ -127,12 +151,24 @@ class TiledStreamingDecoder(StreamingDecoder):
     def cache_nbytes(self) -> int:
         return self.cache.nbytes() + sum(c.nbytes() for c in self.tile_caches)
 
-    def _prepare(self, z: Tensor) -> None:
-        plan = self.settings.plan(self.vae, z, True, "TiledStreamingDecoder.decode_next", self.plan)
+    def plan_ahead(self, batch: int, chunk_frames: int, latent_hw: tuple[int, int]) -> TilePlan:
+        """Plan the stream's tiles and check them against the budget before any compute (a too small budget
+        or tile raises here, not after sampling): the stream's chunks must then have this batch and frame
+        size and at most `chunk_frames` latent frames each."""
+        check_positive("TiledStreamingDecoder.plan_ahead", batch=batch, chunk_frames=chunk_frames)
+        h, w = pair(latent_hw, "latent_hw", "TiledStreamingDecoder.plan_ahead")
+        self._prepare(torch.empty(batch, self.vae.config.z_dim, chunk_frames, h, w, device="meta",
+                                  dtype=self.vae.dtype), "TiledStreamingDecoder")
+        self._geometry = (batch, h, w)
+        return self.plan
+
+    def _prepare(self, z: Tensor, who: str = "TiledStreamingDecoder.decode_next") -> None:
+        plan = self.settings.plan(self.vae, z, True, who, self.plan)
         if self.plan is None:
             self.plan = plan
             self.tile_caches = [FeatureCache() for _ in range(plan.count)]
-            self._weights = self.settings.weights(self.vae, plan, z.device) if plan.count > 1 else []
+        if plan.count > 1 and not self._weights and z.device.type != "meta":
+            self._weights = self.settings.weights(self.vae, plan, z.device)
 
     def _decode(self, z: Tensor) -> Tensor:
         # z: [B, z, t, h, w] -> [B, 3, n, 8h, 8w] (before clamping)

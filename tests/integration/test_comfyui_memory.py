@@ -36,19 +36,21 @@ def big_model(comfy) -> int:
     path.unlink()
 
 
-def workflow(blocks_on_device: int = 0, nonce: int = 0, decode: bool = True) -> dict:
-    """Load, sample one chunk, decode it (or not), then report what ComfyUI has loaded."""
+def workflow(blocks_on_device: int = 0, nonce: int = 0, decode: bool = True, width: int = 160, **tiling) -> dict:
+    """Load, sample one chunk, decode it (or not; tiled with SaltDecode's `tiling` inputs), then report what
+    ComfyUI has loaded."""
     prompt = {
         "1": {"class_type": "SaltModelLoader", "inputs": {"model_name": BIG, "dtype": "bf16", "attention": "sdpa",
                                                            "device": "auto", "offload": True,
                                                            "blocks_on_device": blocks_on_device}},
         "2": {"class_type": "SaltTestConditioning", "inputs": {"tokens": 512, "dim": 4096, "seed": 0}},
-        "3": {"class_type": "SaltSampler", "inputs": {"model": ["1", 0], "conditioning": ["2", 0], "width": 160,
+        "3": {"class_type": "SaltSampler", "inputs": {"model": ["1", 0], "conditioning": ["2", 0], "width": width,
                                                        "height": 96, "frames": 9, "steps": 1, "timesteps": "",
                                                        "transition": "model default", "seed": 7, "chunk_frames": 0}},
         "4": {"class_type": "SaltVAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors", "dtype": "auto",
                                                          "device": "auto"}},
-        "5": {"class_type": "SaltDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 0], "chunk_frames": 1}},
+        "5": {"class_type": "SaltDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 0], "chunk_frames": 1,
+                                                      **tiling}},
         "6": {"class_type": "SaltTestLoadedModels", "inputs": {"images": ["5", 0], "nonce": nonce}},
     }
     if not decode:
@@ -98,6 +100,27 @@ def test_block_swap_streams_the_13b_bit_identically(comfy, big_model):
         block = 2 * sum(p.numel() for p in WanDiT(dit_preset("wan2.1-t2v-1.3b")).blocks[0].parameters())  # bf16
     # ComfyUI manages the resident part only: two streamed blocks less (~93 MB each)
     assert loaded(swapped)["SaltDiT"]["size"] == loaded(plain)["SaltDiT"]["size"] - 2 * block
+
+
+def test_the_13b_chunk_decodes_in_tiles_within_a_budget_and_bad_tiles_are_refused(comfy, big_model):
+    """At 416x96 (52 latent cells wide) the Wan 2.1 VAE's tiles of 26 cells make 3 columns; ComfyUI reuses the
+    sampled chunk for each decode (only SaltDecode's inputs change)."""
+    plain = probe(comfy, workflow(nonce=10, width=416))["images"]
+    tiled = probe(comfy, workflow(nonce=11, width=416, tile=26, tile_overlap=8))["images"]
+    budget = probe(comfy, workflow(nonce=12, width=416, memory_budget_mb=700))["images"]  # untiled ~772 MiB
+    assert plain["shape"] == tiled["shape"] == budget["shape"] == [9, 96, 416, 3]
+    pixels = 9 * 96 * 416 * 3
+    for other in (tiled, budget):  # the mean value and the mean magnitude agree to well under one 8-bit level
+        assert abs(other["sum"] - plain["sum"]) / pixels < 1e-3 and abs(other["abs"] - plain["abs"]) / pixels < 1e-3
+    assert tiled["sum"] != plain["sum"]  # it did tile
+    for inputs, words in (({"tile": 12}, ["tile=(12, 12) is smaller than the decoder's receptive field",
+                                          "tile sides >= 25 latent cells"]),
+                          ({"memory_budget_mb": 8}, ["memory_budget_mb=8", "is too small", "allowed: budget >="])):
+        kind, events, _, _ = run(comfy, workflow(nonce=13, width=416, **inputs), timeout=300)
+        data = events[-1]["data"]
+        assert kind == "execution_error" and data["node_type"] == "SaltDecode"
+        assert all(w in data["exception_message"] for w in words), data["exception_message"]
+    assert comfy.get("/system_stats")["system"]
 
 
 @pytest.mark.parametrize("change, status, words", [
