@@ -168,10 +168,12 @@ class SaltDecode:
     DESCRIPTION = "Decodes video latents into frames with a streaming (chunked, causal) Wan 2.1 VAE decode."
 
     def decode(self, samples, vae, chunk_frames=1, tile=0, tile_overlap=8, memory_budget_mb=0):
-        for name, value, low in (("chunk_frames", chunk_frames, 1), ("tile", tile, 0), ("tile_overlap", tile_overlap, 0),
-                                 ("memory_budget_mb", memory_budget_mb, 0)):
+        for name, value, low, what in (("chunk_frames", chunk_frames, 1, "latent frames decoded per step"),
+                                       ("tile", tile, 0, "latent cells per tile side, 0 = untiled"),
+                                       ("tile_overlap", tile_overlap, 0, "latent cells shared by neighbouring tiles"),
+                                       ("memory_budget_mb", memory_budget_mb, 0, "MiB, 0 = no limit")):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+                raise ValueError(f"{name} must be an integer >= {low} ({what}), got {value!r}")
         z = _latents(samples)
         if host.is_core_vae(vae):
             return (decode_core_vae(vae, z, tile, tile_overlap),)
