@@ -56,15 +56,16 @@ def free_ram_bytes() -> Optional[int]:
     return None
 
 
-def check_image_size(batch: int, frames: int, height: int, width: int) -> None:
-    """Refuse, before allocating, an IMAGE [batch*frames, height, width, 3] float32 that would not fit in RAM."""
-    need = batch * frames * height * width * 3 * 4
+def check_image_size(batch: int, frames: int, height: int, width: int, copies: int = 1) -> None:
+    """Refuse, before allocating, an IMAGE [batch*frames, height, width, 3] float32 that would not fit in RAM
+    (`copies` of it alive at once while it is made)."""
+    need = batch * frames * height * width * 3 * 4 * copies
     free = free_ram_bytes()
     if free is not None and need > IMAGE_RAM_SHARE * free:
         gib = 1024 ** 3
         raise ValueError(
             f"decoding these latents would make an IMAGE of {batch * frames} frames of {width}x{height} "
-            f"({need / gib:.1f} GiB of float32), more than {IMAGE_RAM_SHARE:.0%} of the {free / gib:.1f} GiB of "
+            f"({need / gib:.1f} GiB of float32{' with the tiled decode blend buffer' if copies > 1 else ''}), more than {IMAGE_RAM_SHARE:.0%} of the {free / gib:.1f} GiB of "
             "free memory (an IMAGE holds every frame at once); sample fewer frames, or make long videos with "
             "`python -m salt_core generate`, which streams the frames into the MP4")
 
@@ -83,36 +84,37 @@ def decode_core_vae(vae, z: torch.Tensor, tile: int = 0, overlap: int = 8) -> to
     return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
 
 
-def planned_salt_decoder(vae, z: torch.Tensor, chunk: int, tiling):
-    """Our VAE's streaming decoder for raw latents z [B, C, T, h, w] fed `chunk` latent frames at a time, its
-    tiles planned and checked against the budget (a bad setting raises here, before any compute), and the
-    decode's device memory besides the weights."""
-    from salt_core.vae import TilePlan
+def plan_salt_decode(vae, z: torch.Tensor, chunk: int, tiling=None):
+    """How our VAE decodes raw latents z [B, C, T, h, w], settled before any compute (a bad tile or a budget too
+    small raises here): returns (decode(device) -> IMAGE [B*N, H, W, 3], the decode's device bytes besides the
+    weights). Untiled: streamed `chunk` latent frames at a time. Tiled: the whole clip one tile at a time
+    (`decode_tiled`: one tile's caches alive, a fraction of the streamed decode's peak), assembled in RAM."""
+    from salt_core.vae import TilePlan, plan_clip_decode
 
     cfg = vae.config
     if z.shape[1] != cfg.z_dim:
         raise ValueError(f"incompatible VAE: the latents have {z.shape[1]} channels but this VAE has z_dim="
                          f"{cfg.z_dim}; use the VAE that belongs to the model")
     B, _, T, h, w = z.shape
-    check_image_size(B, cfg.pixel_frames(T), h * cfg.spatial_factor, w * cfg.spatial_factor)
+    tiled = tiling is not None and tiling.active
+    # the tiled decode blends in a float32 video beside the IMAGE it becomes
+    check_image_size(B, cfg.pixel_frames(T), h * cfg.spatial_factor, w * cfg.spatial_factor, copies=2 if tiled else 1)
     _check_finite(z)
-    decoder = vae.streaming_decoder(tiling=tiling)
-    plan = decoder.plan_ahead(B, min(chunk, T), (h, w)) if hasattr(decoder, "plan_ahead") else TilePlan.whole((h, w))
-    return decoder, decode_bytes(vae, (h, w), B, min(chunk, T), plan)
+    if not tiled:
+        need = decode_bytes(vae, (h, w), B, min(chunk, T), TilePlan.whole((h, w)))
+        return (lambda device: _decode_streamed(vae, z, chunk, device)), need
+    plan, need = plan_clip_decode(vae, B, T, (h, w), tiling, output_on_device=False)
+    return (lambda device: _decode_tiled_clip(vae, z, tiling, plan.count, device)), need.total
 
 
-@torch.no_grad()
-def decode_salt_vae(vae, z: torch.Tensor, chunk: int, device: torch.device, decoder=None) -> torch.Tensor:
-    """Stream raw latents through our VAE `chunk` latent frames at a time -> IMAGE [B*N, H, W, 3].
-    decoder: from `planned_salt_decoder` (default: an untiled one)."""
+def _decode_streamed(vae, z: torch.Tensor, chunk: int, device: torch.device) -> torch.Tensor:
     from salt_core.video_io import frames_from_model_space
 
-    if decoder is None:
-        decoder, _ = planned_salt_decoder(vae, z, chunk, None)
     cfg = vae.config
     B, _, T, h, w = z.shape
     N, H, W = cfg.pixel_frames(T), h * cfg.spatial_factor, w * cfg.spatial_factor
     out = torch.empty(B, N, H, W, 3, dtype=torch.float32)  # IMAGE holds all frames; the decode itself is bounded
+    decoder = vae.streaming_decoder()
     progress = host.Progress(math.ceil(T / chunk))
     n = 0
     for i, zc in enumerate(z.split(chunk, dim=2)):
@@ -124,6 +126,29 @@ def decode_salt_vae(vae, z: torch.Tensor, chunk: int, device: torch.device, deco
         n += k
         progress.update(i + 1)
     return out.reshape(B * N, H, W, 3)
+
+
+def _decode_tiled_clip(vae, z: torch.Tensor, tiling, tiles: int, device: torch.device) -> torch.Tensor:
+    from salt_core.vae import decode_tiled
+    from salt_core.video_io import frames_from_model_space
+
+    progress = host.Progress(tiles)
+
+    def on_tile(done: int, total: int) -> None:
+        progress.update(done)
+        host.check_interrupt()
+
+    host.check_interrupt()
+    video = decode_tiled(vae, z.to(device, vae.dtype), tiling.tile, tiling.overlap, tiling.memory_budget,
+                         on_tile=on_tile, output_device="cpu")  # [B, 3, N, H, W] in [-1, 1], in RAM
+    return torch.cat([frames_from_model_space(v.float()) for v in video])
+
+
+@torch.no_grad()
+def decode_salt_vae(vae, z: torch.Tensor, chunk: int, device: torch.device, tiling=None) -> torch.Tensor:
+    """Raw latents through our VAE on `device` -> IMAGE [B*N, H, W, 3] (see `plan_salt_decode`)."""
+    decode, _ = plan_salt_decode(vae, z, chunk, tiling)
+    return decode(device)
 
 
 class SaltDecode:
@@ -183,12 +208,14 @@ class SaltDecode:
             raise TypeError(f"vae must come from SaltVAELoader or VAELoader, got {type(vae).__name__}")
         tiling = DecodeTiling(tile or None, tile_overlap, memory_budget_mb << 20 or None)
         try:
-            decoder, need = planned_salt_decoder(vae, z, chunk_frames, tiling)
+            decode, need = plan_salt_decode(vae, z, chunk_frames, tiling)
         except ValueError as e:
+            if not tiling.active:
+                raise
             raise ValueError(f"SaltDecode (tile={tile}, tile_overlap={tile_overlap}, memory_budget_mb="
                              f"{memory_budget_mb}): {e}") from None
-        with vae_on_device(vae, need) as device:
-            return (decode_salt_vae(vae, z, chunk_frames, device, decoder),)
+        with vae_on_device(vae, need) as device, torch.no_grad():
+            return (decode(device),)
 
 
 class SaltSaveVideo:

@@ -200,6 +200,27 @@ def _write_error(e: OSError, target: Path, folder: Path) -> WriteError:
     return WriteError(f"cannot write {target}: {e.strerror or e} (creating a file in {folder})", e.errno, target)
 
 
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM arriving in the block are held and re-raised when it ends (main thread only, where
+    Python runs signal handlers): a file created inside cannot be orphaned by an interrupt that lands between
+    its creation and its cleanup being armed. (Masking the signals would not do: any of torch's threads may
+    take a process signal.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in kinds}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():  # None: a handler set outside Python; the default is the closest
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(held):
+            signal.raise_signal(s)  # now handled as it would have been
+
+
 def _new_temp(target: Path, folder: Optional[Path] = None) -> tuple[int, str]:
     """Create and open a temp file of ours for `target` in `folder` (default: the target's folder, made if missing)."""
     folder = folder or target.parent
@@ -220,9 +241,10 @@ def check_target_writable(path: PathLike, min_free_bytes: int = 1 << 20) -> Path
     if blocker is not None:
         raise WriteError(f"cannot write {target}: {blocker} is a file, not a folder", errno.ENOTDIR, target)
     folder = next(p for p in target.parents if p.exists())  # the root always exists
-    fd, probe = _new_temp(target, folder)
-    os.close(fd)
-    os.remove(probe)
+    with _interrupts_deferred():  # the probe never outlives an interrupt
+        fd, probe = _new_temp(target, folder)
+        os.close(fd)
+        os.remove(probe)
     free = shutil.disk_usage(folder).free
     if free < min_free_bytes:
         raise WriteError(f"no space left on device for {target}: {free} bytes free in {folder}", errno.ENOSPC, target)
@@ -234,13 +256,15 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temp path (same folder, same suffix) to write; on success it replaces `path`."""
     target = Path(os.path.abspath(os.fspath(path)))
     _refuse_folder(target)
-    fd, tmp = _new_temp(target)
-    if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes: after the rename, or by the kernel on SIGKILL
-    else:
-        os.close(fd)
-        fd = -1
+    fd, tmp = -1, None
     try:
+        with _interrupts_deferred():  # a Ctrl+C / SIGTERM lands after `tmp` is known, so its cleanup runs
+            fd, tmp = _new_temp(target)
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes: after the rename, or on SIGKILL
+            else:
+                os.close(fd)
+                fd = -1
         yield Path(tmp)
         os.chmod(tmp, default_file_mode())
         with open(tmp, "rb+") as f:
@@ -248,7 +272,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         os.replace(tmp, target)
     except BaseException as e:
         try:
-            os.remove(tmp)
+            if tmp is not None:
+                os.remove(tmp)
         except FileNotFoundError:
             pass
         if isinstance(e, Exception) and not isinstance(e, WriteError) and is_disk_full(e):

@@ -410,19 +410,19 @@ def test_a_tiled_decode_matches_the_untiled_one_and_bad_tiles_are_refused_before
     smallest = min_tile(vae)
     plain = N["SaltDecode"]().decode({"samples": z}, vae, chunk_frames=1)[0]
     tiled = N["SaltDecode"]().decode({"samples": z}, vae, chunk_frames=1, tile=smallest, tile_overlap=8)[0]
-    # untiled: ~31 MiB; 28 MiB fits two tiles of 4 x 27 cells
+    # a budget below the untiled decode's estimate: the largest tiles that fit
     budgeted = N["SaltDecode"]().decode({"samples": z}, vae, chunk_frames=1, memory_budget_mb=28)[0]
     assert tiled.shape == plain.shape == budgeted.shape == (5, 32, 352, 3)
     assert (tiled - plain).abs().max() < 0.02 and (tiled - plain).abs().mean() < 2e-3
     assert (budgeted - plain).abs().max() < 0.02
     assert not torch.equal(tiled, plain) and not torch.equal(budgeted, plain)  # both tiled: the seams differ a little
 
-    import salt_core.vae.streaming as streaming
+    from salt_core.vae.model import Decoder3d
 
     def no_decode(*args, **kwargs):
         raise AssertionError("decoding started")
 
-    monkeypatch.setattr(streaming.StreamingDecoder, "decode_next", no_decode)
+    monkeypatch.setattr(Decoder3d, "trunk", no_decode)
     with pytest.raises(ValueError, match=rf"SaltDecode \(tile=4.*smaller than the decoder's receptive field.*>= {smallest}"):
         N["SaltDecode"]().decode({"samples": z}, vae, tile=4)
     with pytest.raises(ValueError, match=r"memory_budget_mb=1\).*too small.*allowed: budget >="):

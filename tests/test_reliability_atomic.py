@@ -184,3 +184,22 @@ def test_sigterm_mid_write_leaves_no_temp_and_no_target_only_when_guarded(tmp_pa
     else:  # the default action kills the process before any cleanup: this is what the guard is for
         assert proc.returncode == -signal.SIGTERM
         assert [temp_target_name(n) for n in os.listdir(tmp_path)] == ["video.mp4"]
+
+
+def test_an_interrupt_as_the_temp_is_created_leaves_no_temp(tmp_path, monkeypatch):
+    """SIGINT arriving right after mkstemp made the file (before its cleanup could be armed) is held back until the
+    temp is known: the interrupt still stops the write, and nothing is left."""
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp_then_interrupted(*args, **kwargs):
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # Python's handler raises KeyboardInterrupt at the next chance
+        return made
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(tmp_path / "a.bin") as tmp:
+            tmp.write_bytes(b"never finished")
+    assert list(tmp_path.iterdir()) == []

@@ -110,6 +110,22 @@ def test_estimate_counts_what_tiling_and_the_loop_order_change(wan):
     assert abs(two.total - 2 * stream.total) <= 4  # (each part rounded to whole bytes)
 
 
+def test_a_clip_assembled_off_the_device_leaves_only_a_pass_of_frames_in_the_budget(wan):
+    from salt_core.vae import DecodeTiling, plan_clip_decode
+
+    plan = TilePlan.build((60, 104), (32, 32), (8, 8))
+    on = estimate_decode_memory(wan, plan, DecodeCall(latent_frames=21, streaming=False))
+    off = estimate_decode_memory(wan, plan, DecodeCall(latent_frames=21, streaming=False, output_on_device=False))
+    assert (off.cache, off.working) == (on.cache, on.working)
+    assert off.output * 21 == on.output  # float32 VAE: the clip is blended in place, one latent frame per pass
+    budget = (off.total + on.total) // 2
+    fits, need = plan_clip_decode(wan, 1, 21, (60, 104), DecodeTiling(tile=32, memory_budget=budget),
+                                  output_on_device=False)
+    assert fits == plan and need == off
+    with pytest.raises(ValueError, match=r"decode_tiled: .* over memory_budget="):
+        plan_clip_decode(wan, 1, 21, (60, 104), DecodeTiling(tile=32, memory_budget=budget))
+
+
 def test_plan_without_budget_is_one_tile(wan):
     assert plan_tiles(wan, (60, 104), None).count == 1
 

@@ -14,7 +14,7 @@ from .layers import FeatureCache
 from .model import WanVAE
 from .preview import PreviewDecoder, decode_preview
 from .streaming import StreamingDecoder, iter_decode
-from .tiled import DecodeTiling, TiledStreamingDecoder, decode_tiled
+from .tiled import DecodeTiling, TiledStreamingDecoder, decode_tiled, plan_clip_decode
 from .tiling import TilePlan
 
 __all__ = [
@@ -23,6 +23,6 @@ __all__ = [
     "WanVAE", "StreamingDecoder", "iter_decode", "FeatureCache",
     "detect_vae_format", "official_to_diffusers", "diffusers_to_official", "to_official",
     "vae_config_from_state_dict",
-    "DecodeTiling", "TiledStreamingDecoder", "decode_tiled", "TilePlan", "plan_tiles", "estimate_decode_memory", "DecodeCall",
+    "DecodeTiling", "TiledStreamingDecoder", "decode_tiled", "plan_clip_decode", "TilePlan", "plan_tiles", "estimate_decode_memory", "DecodeCall",
     "DecodeMemory", "min_tile", "receptive_radius_px", "decode_preview", "PreviewDecoder",
 ]

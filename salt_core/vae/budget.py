@@ -116,6 +116,7 @@ class DecodeCall:
     frames_per_step: int = 1  # latent frames per decoder pass
     streaming: bool = True  # every tile's caches persist between calls (else one tile at a time)
     dtype: Optional[torch.dtype] = None  # None: the VAE's
+    output_on_device: bool = True  # False: the frames go elsewhere (e.g. CPU RAM) as each pass makes them
 
 
 def _estimate(vae: "WanVAE", costs: _DecoderCosts, plan: TilePlan, call: DecodeCall) -> DecodeMemory:
@@ -127,6 +128,9 @@ def _estimate(vae: "WanVAE", costs: _DecoderCosts, plan: TilePlan, call: DecodeC
     working = max(WORK_FACTOR * costs.trunk_largest * h * w * f,
                   costs.features * h * w * f + WORK_FACTOR * costs.tile_largest * th * tw * f)
     pixels = RGB * cfg.temporal_factor * h * w * cfg.spatial_factor ** 2  # per latent frame
+    if not call.output_on_device:  # one pass's frames on the device, then moved out (and blended there)
+        return DecodeMemory(int(cache * call.batch * elem), int(working * call.batch * elem),
+                            int(pixels * f * elem * call.batch))
     output = pixels * call.latent_frames * elem
     if plan.count > 1:  # float32 blend buffer: one step's frames when streaming, else the clip's
         blend = pixels * (f if call.streaming else call.latent_frames) * FLOAT32

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import torch
 from torch import Tensor
 
-from .budget import (DecodeCall, check_budget, check_overlap, check_positive, estimate_decode_memory, min_tile,
+from .budget import (DecodeCall, DecodeMemory, check_budget, check_overlap, check_positive, estimate_decode_memory, min_tile,
                      plan_tiles, receptive_radius_px)
 from .layers import FeatureCache
 from .streaming import StreamingDecoder
@@ -60,10 +60,11 @@ class TileSettings:
         check_positive(who, frames_per_step=frames_per_step)
         return cls(tile, ov, memory_budget, blend, frames_per_step)
 
-    def plan(self, vae: "WanVAE", z: Tensor, streaming: bool, who: str, plan: Optional[TilePlan] = None) -> TilePlan:
+    def plan(self, vae: "WanVAE", z: Tensor, streaming: bool, who: str, plan: Optional[TilePlan] = None,
+             output_on_device: bool = True) -> TilePlan:
         """The tiles for latents z [B, z, t, h, w] (`plan` if the stream has one), checked against the budget."""
         b, _, t, h, w = z.shape
-        call = DecodeCall(b, t, self.frames_per_step, streaming, z.dtype)
+        call = DecodeCall(b, t, self.frames_per_step, streaming, z.dtype, output_on_device)
         if plan is None:
             if self.tile is not None:
                 plan = TilePlan.build((h, w), self.tile, self.overlap)
@@ -193,39 +194,58 @@ class TiledStreamingDecoder(StreamingDecoder):
         return out
 
 
+def plan_clip_decode(vae: "WanVAE", batch: int, latent_frames: int, latent_hw: tuple[int, int], tiling: DecodeTiling,
+                     *, output_on_device: bool = True) -> tuple[TilePlan, DecodeMemory]:
+    """The tiles `decode_tiled` will use for a clip of this geometry and its estimated device memory, checked
+    against the budget before any compute (a bad tile, overlap or a budget too small raises here)."""
+    who = "decode_tiled"
+    check_positive(who, batch=batch, latent_frames=latent_frames)
+    h, w = pair(latent_hw, "latent_hw", who)
+    settings = TileSettings.checked(vae, who, tiling.tile, tiling.overlap, tiling.memory_budget, "cosine", 1)
+    z = torch.empty(batch, vae.config.z_dim, latent_frames, h, w, device="meta", dtype=vae.dtype)
+    plan = settings.plan(vae, z, False, who, output_on_device=output_on_device)
+    call = DecodeCall(batch, latent_frames, 1, False, vae.dtype, output_on_device)
+    return plan, estimate_decode_memory(vae, plan, call)
+
+
 @torch.no_grad()
 def decode_tiled(vae: "WanVAE", z: Tensor, tile=None, overlap=DEFAULT_OVERLAP, memory_budget: Optional[int] = None,
                  *, blend: str = "cosine", frames_per_step: int = 1,
-                 on_tile: Optional[Callable[[int, int], None]] = None) -> Tensor:
+                 on_tile: Optional[Callable[[int, int], None]] = None, output_device=None) -> Tensor:
     """Decode a whole clip of raw latents z [B, z, t, h, w] -> video [B, 3, 1 + 4(t-1), 8h, 8w] in [-1, 1],
     one tile at a time through all frames (each tile's caches are dropped before the next tile starts;
     the trunk is recomputed per tile). Settings as `TiledStreamingDecoder`; the budget covers the whole
-    output video. Equals `TiledStreamingDecoder` with the same settings fed the clip in any chunks.
-    on_tile(done, total) is called after each tile (for progress; an exception raised there stops)."""
+    output video; with an `output_device` (where the video is assembled, float32 while tiles are blended;
+    e.g. host RAM for ComfyUI's IMAGE) only a pass's frames, the assembled video being the caller's to bound. Equals `TiledStreamingDecoder` with the same
+    settings fed the clip in any chunks. on_tile(done, total) is called after each tile (for progress; an
+    exception raised there stops)."""
     who = "decode_tiled"
     settings = TileSettings.checked(vae, who, tile, overlap, memory_budget, blend, frames_per_step)
     z = vae.validate_latent(z, who)
-    plan = settings.plan(vae, z, False, who)
+    out_dev = z.device if output_device is None else torch.device(output_device)
+    plan = settings.plan(vae, z, False, who, output_on_device=output_device is None)
     decoder, s = vae.decoder, vae.config.spatial_factor
     b, _, t, h, w = z.shape
     steps = [vae.conv2(step) for step in z.split(frames_per_step, dim=2)]
     n = _pixel_frames(vae, t, True)
     if plan.count == 1:
-        out, trunk_cache, cache, done = z.new_empty(b, 3, n, h * s, w * s), FeatureCache(), FeatureCache(), 0
+        out, trunk_cache, cache, done = z.new_empty(b, 3, n, h * s, w * s, device=out_dev), FeatureCache(), \
+            FeatureCache(), 0
         for step in steps:
             px = decoder.upsample(decoder.trunk(step, trunk_cache), cache)
-            out[:, :, done:done + px.shape[2]] = px
+            out[:, :, done:done + px.shape[2]] = px.to(out_dev)
             done += px.shape[2]
         if on_tile is not None:
             on_tile(1, 1)
         return out.clamp_(-1.0, 1.0)
-    blended = z.new_zeros(b, 3, n, h * s, w * s, dtype=torch.float32)
-    for k, (((r0, r1), (c0, c1)), weight) in enumerate(zip(plan.tiles(), settings.weights(vae, plan, z.device))):
+    blended = z.new_zeros(b, 3, n, h * s, w * s, dtype=torch.float32, device=out_dev)
+    for k, (((r0, r1), (c0, c1)), weight) in enumerate(zip(plan.tiles(), settings.weights(vae, plan, out_dev))):
         trunk_cache, cache, done = FeatureCache(), FeatureCache(), 0
         for step in steps:
             features = decoder.trunk(step, trunk_cache)  # [B, C, f, h, w]
             px = decoder.upsample(features[:, :, :, r0:r1, c0:c1], cache)  # [B, 3, k, th*s, tw*s]
-            blended[:, :, done:done + px.shape[2], r0 * s:r1 * s, c0 * s:c1 * s].addcmul_(px.float(), weight)
+            blended[:, :, done:done + px.shape[2], r0 * s:r1 * s, c0 * s:c1 * s].addcmul_(px.to(out_dev).float(),
+                                                                                          weight)
             done += px.shape[2]
         if on_tile is not None:
             on_tile(k + 1, plan.count)
