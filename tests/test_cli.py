@@ -126,9 +126,14 @@ def test_sigterm_during_generate_leaves_no_file_and_no_temp(tmp_path):
            "--seconds", "600", "--threads", "1", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600  # a bound against hanging, not a timing: a loaded machine is slow
-    while time.monotonic() < deadline and not any(p.name.startswith(".long.") for p in tmp_path.iterdir()):
-        time.sleep(0.05)  # wait until the MP4's temp exists: the write is under way
-    assert any(p.name.startswith(".long.") for p in tmp_path.iterdir()), "generation never started writing"
+    def temps():
+        return {p.name for p in tmp_path.iterdir() if p.name.startswith(".long.")}
+
+    seen = set()
+    while time.monotonic() < deadline and not seen & temps():  # the same temp twice, 0.2 s apart: the MP4's,
+        seen = temps()  # not the instant probe of check_writable (a SIGTERM then would find no handler yet)
+        time.sleep(0.2)
+    assert seen & temps(), "generation never started writing"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
