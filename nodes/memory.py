@@ -97,19 +97,21 @@ class SaltVAE(nn.Module):
 
 # ---- memory a run needs besides the weights (ComfyUI's `memory_required`) --------------------------------
 
-def sampling_bytes(dit, plan, latent_frames: int, latent_hw: tuple[int, int]) -> int:
+def sampling_bytes(dit, plan, latent_frames: int, latent_hw: tuple[int, int], guided: bool = False) -> int:
     """An estimate of one sampling run's device memory besides the resident weights: the KV cache (causal), the
-    largest per-forward activations, and two streamed blocks under a block swap."""
+    largest per-forward activations, and two streamed blocks under a block swap. guided: classifier-free guidance,
+    a second prompt and (causal) a second KV cache."""
     c = dit.config
     elt = max(dit.dtype.itemsize, 2)  # activations and caches: the compute dtype (8-bit weights compute in bf16)
     per_frame = (latent_hw[0] // c.patch_size[1]) * (latent_hw[1] // c.patch_size[2])
     frames = plan.layout.chunk_frames if plan.causal else latent_frames
     tokens = frames * per_frame * (plan.layout.batch if plan.causal else 1)
     total = tokens * (6 * c.dim + 2 * c.ffn_dim) * 4  # fp32 residual stream and its copies, the FFN hidden
-    total += c.num_layers * 2 * c.text_len * c.dim * elt  # cross-attention K/V of the prompt
+    prompts = 2 if guided else 1
+    total += prompts * c.num_layers * 2 * c.text_len * c.dim * elt  # cross-attention K/V of the prompt(s)
     if plan.causal:
         cached = min(plan.policy.capacity, latent_frames) + plan.layout.chunk_frames
-        total += c.num_layers * 2 * cached * per_frame * plan.layout.batch * c.dim * elt
+        total += prompts * c.num_layers * 2 * cached * per_frame * plan.layout.batch * c.dim * elt
     if dit.block_swap is not None:
         total += 2 * dit.block_swap.block_bytes()
     return int(total)
@@ -172,12 +174,13 @@ def _moved(modules: list[nn.Module], device: torch.device, back: torch.device | 
 
 
 @contextmanager
-def dit_on_device(model, plan, latent_frames: int, latent_hw: tuple[int, int]):
+def dit_on_device(model, plan, latent_frames: int, latent_hw: tuple[int, int], guided: bool = False):
     """The model's DiT ready to sample on its compute device (yielded)."""
     api = host.model_management()
     if api is not None:
         patcher = _patcher(model, lambda: _dit_patcher(model, api))
-        api[0].load_models_gpu([patcher], memory_required=sampling_bytes(model.dit, plan, latent_frames, latent_hw))
+        need = sampling_bytes(model.dit, plan, latent_frames, latent_hw, guided)
+        api[0].load_models_gpu([patcher], memory_required=need)
         yield patcher.load_device
         return
     from salt_core.dit.offload import enable_block_swap, resident_modules

@@ -313,6 +313,37 @@ def test_sampler_reports_each_chunk_with_a_preview(N, model, cond, fake_comfy):
     assert np.abs(np.asarray(image).astype(int) - want).max() <= 1
 
 
+def test_sampler_cfg_guides_with_the_negative_prompt_as_the_pipeline_does(N, model, cond):
+    from salt_core.pipeline import generate_latents
+    from salt_core.sampling import Guidance
+    from salt_core.sampling.settings import SamplingOverrides
+
+    neg = N["SaltTextEncode"]().encode(model, "a blue square")
+    neg = neg["result"][0] if isinstance(neg, dict) else neg[0]
+    guided = N["SaltSampler"]().sample(model, 32, 32, 9, seed=3, conditioning=cond, negative=neg, cfg=3.0)[0]
+    plain = N["SaltSampler"]().sample(model, 32, 32, 9, seed=3, conditioning=cond, negative=neg)[0]  # cfg 1: unused
+    unguided = N["SaltSampler"]().sample(model, 32, 32, 9, seed=3, conditioning=cond)[0]
+    torch.testing.assert_close(plain["samples"], unguided["samples"], rtol=0, atol=0)
+    want = generate_latents(model, cond[0][0], width=32, height=32, frames=9, seed=3, overrides=SamplingOverrides(),
+                            guidance=Guidance(3.0, neg[0][0]))
+    torch.testing.assert_close(guided["samples"], model.to_raw_latents(want.float()), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(guided["samples"], plain["samples"], atol=1e-3)
+
+
+@pytest.mark.parametrize("cfg, negative, message", [
+    (3.0, None, r"cfg 3 needs a negative prompt: connect `negative`"),
+    (0.5, None, r"cfg must be a number from 1 \(no guidance\) to 30, got 0.5"),
+    (2.0, [[torch.zeros(1, 4, 7), {}]], r"negative: 7-dim embeddings, but model .* expects"),
+])
+def test_sampler_refuses_a_guidance_it_cannot_run_before_sampling(N, model, cond, cfg, negative, message,
+                                                                   monkeypatch):
+    import salt_core.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "stream_latents", lambda *a, **k: pytest.fail("sampling started"))
+    with pytest.raises(ValueError, match=message):
+        N["SaltSampler"]().sample(model, 32, 32, 9, conditioning=cond, negative=negative, cfg=cfg)
+
+
 def test_sampler_stops_when_comfyui_interrupts(N, model, cond, fake_comfy):
     fake_comfy["interrupt_at"] = 2
     with pytest.raises(Interrupted):
