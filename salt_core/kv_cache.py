@@ -36,6 +36,7 @@ class CachePolicy:
     positions: str = "absolute"
     context_t: float = 0.0  # timestep of the context pass that writes a finished chunk's K/V
     recache_on_switch: bool = True  # prompt switch: recompute retained frames' K/V under the new prompt
+    recache_keeps_sink: bool = False  # ... but keep the sink's K/V from the earlier prompt (LongLive's global_sink)
 
     def __post_init__(self) -> None:
         if self.kind not in POLICIES:
@@ -120,7 +121,8 @@ class CachePolicy:
             size = f"window {self.window_frames}"
         else:
             size = f"sink {self.sink_frames} + window {self.window_frames}"
-        return f"{size}, {self.positions} positions, context_t {self.context_t:g}"
+        kept = ", re-cache keeps the sink" if self.recache_keeps_sink and self.sink else ""
+        return f"{size}, {self.positions} positions, context_t {self.context_t:g}{kept}"
 
 
 @dataclass
@@ -261,14 +263,18 @@ class KVCache:
         for layer in self.layers:
             layer.cross_k = layer.cross_v = None
 
-    def reset_frames(self) -> None:
-        self.slot_frame = [-1] * self.total_slots
-        self.slot_latent = [None] * self.total_slots
-        self.committed = 0
+    def reset_frames(self, keep_sink: bool = False) -> None:
+        """Forget the cached frames (keep_sink: all but the sink's, which stay in their slots with their K/V)."""
+        kept = min(self.committed, self.policy.sink) if keep_sink else 0
+        self.slot_frame = self.slot_frame[:kept] + [-1] * (self.total_slots - kept)
+        self.slot_latent = self.slot_latent[:kept] + [None] * (self.total_slots - kept)
+        self.committed = kept
 
-    def retained(self) -> list[tuple[int, torch.Tensor]]:
-        """(true frame index, clean latent [B, C, 1, h, w]) of cached frames, oldest first."""
-        items = [(f, self.slot_latent[s]) for s, f in enumerate(self.slot_frame[: self.valid_frames])]
+    def retained(self, skip_sink: bool = False) -> list[tuple[int, torch.Tensor]]:
+        """(true frame index, clean latent [B, C, 1, h, w]) of cached frames, oldest first (skip_sink: without
+        the sink's, which are the first frames committed)."""
+        first = min(self.committed, self.policy.sink) if skip_sink else 0
+        items = [(f, self.slot_latent[s]) for s, f in enumerate(self.slot_frame[: self.valid_frames]) if s >= first]
         return sorted(items, key=lambda it: it[0])
 
     # ---- planning -----------------------------------------------------------------------------

@@ -88,7 +88,8 @@ def test_released_defaults_match_the_published_configs():
         True, 3, 5.0, (1000.0, 750.0, 500.0, 250.0), "renoise", False)
     assert FAMILIES["causal-forcing-framewise"].sampling.chunk_frames == 1
     assert ll.cache == CachePolicy("sink_window", window_frames=6, sink_frames=3)
-    assert FAMILIES["longlive"].sampling.cache == ll.cache
+    # LongLive re-caches keeping its sink (global_sink: true in its inference configs); Salt-LL does not switch
+    assert FAMILIES["longlive"].sampling.cache == dataclasses.replace(ll.cache, recache_keeps_sink=True)
     assert (cv.shift, cv.timesteps) == (1.0, (1000.0, 757.0, 522.0))
     assert [FAMILIES[n].weights for n in ("salt-cf", "salt-ll", "longlive", "causal-forcing-chunkwise")] == [
         "ema", "regular", "regular", "regular"]

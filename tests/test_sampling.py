@@ -94,6 +94,45 @@ def test_prompt_switch_changes_only_later_chunks(tiny_dit):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("positions", ["absolute", "cache_relative"])
+def test_a_recache_that_keeps_the_sink_recomputes_only_the_frames_after_it(positions):
+    """LongLive's global_sink: on a prompt switch the sink's K/V stay as the first prompt made them; the window's are
+    recomputed under the new prompt (against that sink). Without it every retained frame is recomputed."""
+    import dataclasses
+
+    from conftest import perturbed
+    from salt_core.config import dit_preset
+    from salt_core.dit import WanDiT
+    from salt_core.sampling import ChunkDriver
+
+    torch.manual_seed(0)  # 3 blocks: the sink's K/V of block 1 reach the window's keys of block 2
+    model = perturbed(WanDiT(dataclasses.replace(dit_preset("tiny"), num_layers=3)))
+    a_ctx, b_ctx = torch.randn(1, 5, 32), torch.randn(1, 5, 32)
+    layout = ChunkLayout(12, (4, 4), 3)
+    sinks = {}
+    for keep in (True, False):
+        policy = CachePolicy("sink_window", window_frames=3, sink_frames=3, positions=positions,
+                             recache_keeps_sink=keep)
+        driver = ChunkDriver(model, policy, layout)
+        driver.set_prompt(a_ctx)
+        for chunk in range(3):  # frames 0..8 committed: sink 0-2, window 6-8
+            x = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(chunk))
+            driver._context_pass(driver.cache, x, driver.frames(chunk))
+        cache = driver.cache
+        tokens = 3 * cache.tokens_per_frame
+        before = [(layer.k[:, :, :tokens].clone(), layer.k[:, :, tokens:2 * tokens].clone()) for layer in cache.layers]
+        driver.set_prompt(b_ctx, recache=True)
+        assert sorted(cache.slot_frame[:6]) == [0, 1, 2, 6, 7, 8]
+        # layer 0's keys see only the frame itself; from layer 1 on they carry the prompt (through cross-attention)
+        for (sink, window), layer in list(zip(before, cache.layers))[1:]:
+            assert torch.equal(layer.k[:, :, :tokens], sink) == keep
+            assert not torch.allclose(layer.k[:, :, tokens:2 * tokens], window)
+        sinks[keep] = [layer.k[:, :, tokens:2 * tokens].clone() for layer in cache.layers[1:]]
+    # the window recomputed against the kept (first-prompt) sink differs from one against a recomputed sink
+    assert not all(torch.allclose(k, r) for k, r in zip(sinks[True], sinks[False]))
+
+
+@torch.no_grad()
 def test_prompt_schedule_errors(tiny_dit):
     a = torch.randn(1, 5, 32)
     with pytest.raises(ValueError, match="chunk start"):

@@ -17,6 +17,8 @@ starting at frame 12 attends frames 0-2 (sink), 6-11 (window) and itself, 12 fra
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -226,7 +228,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                  "this sampler uses one list for every chunk",),
     ),
     Family(
-        "longlive", "LongLive 1.3B (base + long-video LoRA)", _few_step(3, _LONGLIVE), weights="regular",
+        "longlive", "LongLive 1.3B (base + long-video LoRA)",
+        _few_step(3, dataclasses.replace(_LONGLIVE, recache_keeps_sink=True)), weights="regular",
         name_hints=(("longlive",),), adapter=AdapterPairing("lora.pt", rank=256, alpha=256.0),
         release=("huggingface Efficient-Large-Model/LongLive-1.3B: models/longlive_base.pt + models/lora.pt",),
         template="longlive_prompt_switch",
@@ -240,9 +243,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                  "wan/modules/causal_model.py + pipeline/interactive_causal_inference.py (_recache_after_switch)"),
             Fact("resolution", "832x480, long videos (120 latent frames in the inference config)",
                  f"{LL} configs/longlive_train_long.yaml (image_or_video_shape [1, 240, 16, 60, 104]) + "
-                 "configs/longlive_inference.yaml (num_output_frames: 120)"))),
-        caveats=("LongLive re-caches with its global sink kept from the first prompt (global_sink: true); our "
-                 "re-cache recomputes every retained frame, sink included, under the new prompt",),
+                 "configs/longlive_inference.yaml (num_output_frames: 120)")),
+            Fact("cache", "re-cache on a prompt switch: the sink keeps its K/V from the earlier prompt; the frames after "
+                 "it are recomputed under the new one",
+                 f"{LL} configs/longlive_inference.yaml + configs/longlive_interactive_inference.yaml (global_sink: "
+                 "true) + pipeline/interactive_causal_inference.py (_recache_after_switch: with global_sink the KV "
+                 "cache is not zeroed and the re-cache forward passes sink_recache_after_switch=False)")),
     ),
     Family(
         "causvid", "CausVid (autoregressive DMD)",

@@ -103,15 +103,17 @@ class ChunkDriver:
     @torch.no_grad()
     def set_prompt(self, context: torch.Tensor, *, recache: bool = False) -> None:
         """Cross-attention K/V of a prompt [B, L, text_dim]; with recache, the retained frames' K/V are recomputed
-        under it (LongLive's re-cache on a prompt switch)."""
+        under it (LongLive's re-cache on a prompt switch; a policy that `recache_keeps_sink` keeps the sink's K/V
+        from the earlier prompt and recomputes the rest against it, as LongLive with global_sink)."""
         model, cache = self.model, self.cache
-        retained = cache.retained() if recache else []
+        keep_sink = recache and cache.policy.recache_keeps_sink
+        retained = cache.retained(skip_sink=keep_sink) if recache else []
         model.set_prompt(cache, context.to(model.device))
         if not recache:
             return
         if any(lat is None for _, lat in retained):
             raise ValueError("cannot re-cache: the cache holds frames committed without their latents")
-        cache.reset_frames()
+        cache.reset_frames(keep_sink=keep_sink)
         F = cache.max_chunk_frames
         for i in range(0, len(retained), F):
             group = retained[i: i + F]
