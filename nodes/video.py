@@ -65,7 +65,8 @@ def check_image_size(batch: int, frames: int, height: int, width: int, copies: i
         gib = 1024 ** 3
         raise ValueError(
             f"decoding these latents would make an IMAGE of {batch * frames} frames of {width}x{height} "
-            f"({need / gib:.1f} GiB of float32{' with the tiled decode blend buffer' if copies > 1 else ''}), more than {IMAGE_RAM_SHARE:.0%} of the {free / gib:.1f} GiB of "
+            f"({need / gib:.1f} GiB of float32{' with the tiled decode blend buffer' if copies > 1 else ''}), "
+            f"more than {IMAGE_RAM_SHARE:.0%} of the {free / gib:.1f} GiB of "
             "free memory (an IMAGE holds every frame at once); sample fewer frames, or make long videos with "
             "`python -m salt_core generate`, which streams the frames into the MP4")
 
@@ -98,7 +99,8 @@ def plan_salt_decode(vae, z: torch.Tensor, chunk: int, tiling=None):
     B, _, T, h, w = z.shape
     tiled = tiling is not None and tiling.active
     # the tiled decode blends in a float32 video beside the IMAGE it becomes
-    check_image_size(B, cfg.pixel_frames(T), h * cfg.spatial_factor, w * cfg.spatial_factor, copies=2 if tiled else 1)
+    s = cfg.spatial_factor
+    check_image_size(B, cfg.pixel_frames(T), h * s, w * s, copies=2 if tiled else 1)
     _check_finite(z)
     if not tiled:
         need = decode_bytes(vae, (h, w), B, min(chunk, T), TilePlan.whole((h, w)))
@@ -142,13 +144,6 @@ def _decode_tiled_clip(vae, z: torch.Tensor, tiling, tiles: int, device: torch.d
     video = decode_tiled(vae, z.to(device, vae.dtype), tiling.tile, tiling.overlap, tiling.memory_budget,
                          on_tile=on_tile, output_device="cpu")  # [B, 3, N, H, W] in [-1, 1], in RAM
     return torch.cat([frames_from_model_space(v.float()) for v in video])
-
-
-@torch.no_grad()
-def decode_salt_vae(vae, z: torch.Tensor, chunk: int, device: torch.device, tiling=None) -> torch.Tensor:
-    """Raw latents through our VAE on `device` -> IMAGE [B*N, H, W, 3] (see `plan_salt_decode`)."""
-    decode, _ = plan_salt_decode(vae, z, chunk, tiling)
-    return decode(device)
 
 
 class SaltDecode:

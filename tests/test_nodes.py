@@ -454,7 +454,8 @@ def test_a_tiled_decode_matches_the_untiled_one_and_bad_tiles_are_refused_before
         raise AssertionError("decoding started")
 
     monkeypatch.setattr(Decoder3d, "trunk", no_decode)
-    with pytest.raises(ValueError, match=rf"SaltDecode \(tile=4.*smaller than the decoder's receptive field.*>= {smallest}"):
+    with pytest.raises(ValueError,
+                       match=rf"SaltDecode \(tile=4.*smaller than the decoder's receptive field.*>= {smallest}"):
         N["SaltDecode"]().decode({"samples": z}, vae, tile=4)
     with pytest.raises(ValueError, match=r"memory_budget_mb=1\).*too small.*allowed: budget >="):
         N["SaltDecode"]().decode({"samples": z}, vae, memory_budget_mb=1)

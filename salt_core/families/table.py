@@ -244,8 +244,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
             Fact("resolution", "832x480, long videos (120 latent frames in the inference config)",
                  f"{LL} configs/longlive_train_long.yaml (image_or_video_shape [1, 240, 16, 60, 104]) + "
                  "configs/longlive_inference.yaml (num_output_frames: 120)")),
-            Fact("cache", "re-cache on a prompt switch: the sink keeps its K/V from the earlier prompt; the frames after "
-                 "it are recomputed under the new one",
+            Fact("cache", "re-cache on a prompt switch: the sink keeps its K/V from the earlier prompt; the frames "
+                 "after it are recomputed under the new one",
                  f"{LL} configs/longlive_inference.yaml + configs/longlive_interactive_inference.yaml (global_sink: "
                  "true) + pipeline/interactive_causal_inference.py (_recache_after_switch: with global_sink the KV "
                  "cache is not zeroed and the re-cache forward passes sink_recache_after_switch=False)")),

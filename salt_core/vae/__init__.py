@@ -23,6 +23,7 @@ __all__ = [
     "WanVAE", "StreamingDecoder", "iter_decode", "FeatureCache",
     "detect_vae_format", "official_to_diffusers", "diffusers_to_official", "to_official",
     "vae_config_from_state_dict",
-    "DecodeTiling", "TiledStreamingDecoder", "decode_tiled", "plan_clip_decode", "TilePlan", "plan_tiles", "estimate_decode_memory", "DecodeCall",
+    "DecodeTiling", "TiledStreamingDecoder", "decode_tiled", "plan_clip_decode", "TilePlan", "plan_tiles",
+    "estimate_decode_memory", "DecodeCall",
     "DecodeMemory", "min_tile", "receptive_radius_px", "decode_preview", "PreviewDecoder",
 ]

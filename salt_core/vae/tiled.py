@@ -216,9 +216,9 @@ def decode_tiled(vae: "WanVAE", z: Tensor, tile=None, overlap=DEFAULT_OVERLAP, m
     one tile at a time through all frames (each tile's caches are dropped before the next tile starts;
     the trunk is recomputed per tile). Settings as `TiledStreamingDecoder`; the budget covers the whole
     output video; with an `output_device` (where the video is assembled, float32 while tiles are blended;
-    e.g. host RAM for ComfyUI's IMAGE) only a pass's frames, the assembled video being the caller's to bound. Equals `TiledStreamingDecoder` with the same
-    settings fed the clip in any chunks. on_tile(done, total) is called after each tile (for progress; an
-    exception raised there stops)."""
+    e.g. host RAM for ComfyUI's IMAGE) only a pass's frames, the assembled video being the caller's to bound.
+    Equals `TiledStreamingDecoder` with the same settings fed the clip in any chunks. on_tile(done, total) is
+    called after each tile (for progress; an exception raised there stops)."""
     who = "decode_tiled"
     settings = TileSettings.checked(vae, who, tile, overlap, memory_budget, blend, frames_per_step)
     z = vae.validate_latent(z, who)
