@@ -36,9 +36,10 @@ def big_model(comfy) -> int:
     path.unlink()
 
 
-def workflow(blocks_on_device: int = 0, nonce: int = 0, decode: bool = True, width: int = 160, **tiling) -> dict:
-    """Load, sample one chunk, decode it (or not; tiled with SaltDecode's `tiling` inputs), then report what
-    ComfyUI has loaded."""
+def workflow(blocks_on_device: int = 0, nonce: int = 0, decode: bool = True, width: int = 160, core_vae: bool = False,
+             **tiling) -> dict:
+    """Load, sample one chunk, decode it (or not; tiled with SaltDecode's `tiling` inputs; with ComfyUI's own VAE
+    from VAELoader when core_vae), then report what ComfyUI has loaded."""
     prompt = {
         "1": {"class_type": "SaltModelLoader", "inputs": {"model_name": BIG, "dtype": "bf16", "attention": "sdpa",
                                                            "device": "auto", "offload": True,
@@ -53,6 +54,8 @@ def workflow(blocks_on_device: int = 0, nonce: int = 0, decode: bool = True, wid
                                                       **tiling}},
         "6": {"class_type": "SaltTestLoadedModels", "inputs": {"images": ["5", 0], "nonce": nonce}},
     }
+    if core_vae:
+        prompt["4"] = {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}}
     if not decode:
         del prompt["4"], prompt["5"]
         prompt["6"]["inputs"] = {"latent": ["3", 0], "nonce": nonce}
@@ -113,6 +116,10 @@ def test_the_13b_chunk_decodes_in_tiles_within_a_budget_and_bad_tiles_are_refuse
     for other in (tiled, budget):  # the mean value and the mean magnitude agree to well under one 8-bit level
         assert abs(other["sum"] - plain["sum"]) / pixels < 1e-3 and abs(other["abs"] - plain["abs"]) / pixels < 1e-3
     assert tiled["sum"] != plain["sum"]  # it did tile
+    core_plain = probe(comfy, workflow(nonce=14, width=416, core_vae=True))["images"]
+    core_tiled = probe(comfy, workflow(nonce=15, width=416, core_vae=True, tile=26, tile_overlap=8))["images"]
+    assert core_plain["shape"] == core_tiled["shape"] == [9, 96, 416, 3]  # ComfyUI's own tiled decode
+    assert abs(core_tiled["sum"] - core_plain["sum"]) / pixels < 1e-2 and core_tiled["sum"] != core_plain["sum"]
     for inputs, words in (({"tile": 12}, ["tile=(12, 12) is smaller than the decoder's receptive field",
                                           "tile sides >= 25 latent cells"]),
                           ({"memory_budget_mb": 8}, ["memory_budget_mb=8", "is too small", "allowed: budget >="])):
