@@ -227,3 +227,15 @@ def test_salt_ar_loss_trains_only_the_student_and_each_term_reaches_it(salt_ar_f
     # more noise), so a gradient difference here is the term's own gradient.
     assert not torch.allclose(student_grad(1.0, 0.0), student_grad(0.5, 0.0))  # the SC term has a gradient
     assert not torch.allclose(student_grad(0.0, 2.0), student_grad(0.0, 1.0))  # the FA term has a gradient
+
+
+def test_salt_ar_trains_the_students_prompt_path(salt_ar_files):
+    """The prompt's cross-attention K/V are computed with gradient in the student's rollout, so the text embedding
+    and the cross-attention K/V projections learn (they are reused by every chunk forward; an exit forward with
+    gradient reaches them)."""
+    loss, _, task = salt_ar_student_loss(salt_ar_files, 0.0, 0.0)
+    loss.backward()
+    student = task.student
+    for p in (student.text_embedding[0].weight, student.blocks[0].cross_attn.k.weight,
+              student.blocks[-1].cross_attn.v.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0

@@ -204,9 +204,9 @@ class WanDiT(nn.Module):
             latent_channels=c.in_dim,
         )
 
-    @torch.no_grad()
     def set_prompt(self, cache: KVCache, context: torch.Tensor) -> None:
-        """Compute the cross-attention K/V of a prompt for every layer (replaces any previous prompt)."""
+        """Compute the cross-attention K/V of a prompt for every layer (replaces any previous prompt), in the
+        caller's grad mode (under torch.no_grad() for inference; with gradient they keep their graph)."""
         ctx = self.embed_context(context.to(self.device))
         for block, layer in zip(self.iter_blocks(), cache.layers):
             layer.cross_k, layer.cross_v = block.cross_attn.context_kv(ctx)

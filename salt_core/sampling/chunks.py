@@ -63,10 +63,12 @@ class CausalSetup:
     chunk_frames: int
     guidance: Guidance = NO_GUIDANCE
 
-    def driver(self, like: torch.Tensor, *, start_frame: int = 0) -> "ChunkDriver":
-        """A driver for latents shaped like `like` [B, C, T, H, W]."""
+    def driver(self, like: torch.Tensor, *, start_frame: int = 0, prompt_grad: bool = False) -> "ChunkDriver":
+        """A driver for latents shaped like `like` [B, C, T, H, W]. prompt_grad: the prompt's cross-attention K/V
+        keep their graph (under grad mode), so a loss on the chunks also trains the model's text embedding and
+        cross-attention K/V projections; the cache then serves one backward."""
         d = ChunkDriver(self.model, self.policy, ChunkLayout.like(like, self.chunk_frames), guidance=self.guidance,
-                        start_frame=start_frame)
+                        start_frame=start_frame, prompt_grad=prompt_grad)
         d.set_prompt(self.context)
         return d
 
@@ -77,13 +79,15 @@ class ChunkDriver:
     cache: continue an existing cache (it keeps its policy and prompt) instead of starting an empty one."""
 
     def __init__(self, model, policy: CachePolicy, layout: ChunkLayout, *, guidance: Guidance = NO_GUIDANCE,
-                 cache: Optional[KVCache] = None, start_frame: int = 0):
+                 cache: Optional[KVCache] = None, start_frame: int = 0, prompt_grad: bool = False):
         self.model, self.layout, self.guidance, self.start_frame = model, layout, guidance, start_frame
+        self.prompt_grad = prompt_grad
         self.cache = cache if cache is not None else self._new_cache(policy)
         self.negative_cache = None
         if guidance.active:
             self.negative_cache = self._new_cache(self.cache.policy)
-            model.set_prompt(self.negative_cache, guidance.negative.to(model.device))
+            with torch.no_grad():
+                model.set_prompt(self.negative_cache, guidance.negative.to(model.device))
         self.hooks: list[Callable[[ChunkEvent], None]] = []
 
     def _new_cache(self, policy: CachePolicy) -> KVCache:
@@ -100,7 +104,6 @@ class ChunkDriver:
         return list(range(first, first + F))
 
     # ---- prompt -------------------------------------------------------------------------------------
-    @torch.no_grad()
     def set_prompt(self, context: torch.Tensor, *, recache: bool = False) -> None:
         """Cross-attention K/V of a prompt [B, L, text_dim]; with recache, the retained frames' K/V are recomputed
         under it (LongLive's re-cache on a prompt switch; a policy that `recache_keeps_sink` keeps the sink's K/V
@@ -108,17 +111,19 @@ class ChunkDriver:
         model, cache = self.model, self.cache
         keep_sink = recache and cache.policy.recache_keeps_sink
         retained = cache.retained(skip_sink=keep_sink) if recache else []
-        model.set_prompt(cache, context.to(model.device))
+        with torch.set_grad_enabled(self.prompt_grad and torch.is_grad_enabled()):  # see CausalSetup.driver
+            model.set_prompt(cache, context.to(model.device))
         if not recache:
             return
         if any(lat is None for _, lat in retained):
             raise ValueError("cannot re-cache: the cache holds frames committed without their latents")
         cache.reset_frames(keep_sink=keep_sink)
         F = cache.max_chunk_frames
-        for i in range(0, len(retained), F):
-            group = retained[i: i + F]
-            x = torch.cat([lat for _, lat in group], dim=2)
-            self._context_pass(cache, x, [f for f, _ in group])
+        with torch.no_grad():
+            for i in range(0, len(retained), F):
+                group = retained[i: i + F]
+                x = torch.cat([lat for _, lat in group], dim=2)
+                self._context_pass(cache, x, [f for f, _ in group])
 
     # ---- one chunk ----------------------------------------------------------------------------------
     def denoiser(self, frames: Sequence[int]) -> Denoiser:

@@ -2,7 +2,10 @@
 
 Student phase:
 * Self Forcing rollout of the causal student, chunk by chunk against a KV cache under `ar.cache`; gradient only
-  on each chunk's exit forward, context passes without gradient. Step lists (`ar.step_lists`): 'per_chunk'
+  on each chunk's exit forward, context passes without gradient. The prompt's cross-attention K/V are computed
+  once per rollout with their graph, so every exit forward also trains the text embedding and the cross-attention
+  K/V projections (Self Forcing's cross-attention cache is filled by the rollout's first forward, which has
+  gradient only when the first chunk exits at its first step). Step lists (`ar.step_lists`): 'per_chunk'
   (ours) — every previous chunk walks a K-step grid with K drawn from `ar.cache_step_counts` (mixed-quality
   caches), the current chunk K from `grid.step_counts`; 'per_rollout' (Salt's release) — one K from
   `grid.step_counts` / `grid.step_probs` and one exit index for every chunk.
@@ -102,7 +105,8 @@ class SaltARTask(DistillTask):
         reference_k = self.reference_steps(chunks, step)
         noises = NoiseRecord() if reference_k is not None else None
         hooks = [h for h in (probe, noises) if h is not None]
-        roll = rollout_ar(setup.driver(noise), noise, chunks, g, until_last=trip.index if ours else None,
+        student = setup.driver(noise, prompt_grad=True)  # the prompt's K/V keep their graph: the text path learns
+        roll = rollout_ar(student, noise, chunks, g, until_last=trip.index if ours else None,
                           on_step=(lambda c, e: [h(c, e) for h in hooks]) if hooks else None)
         loss, stats = self.dmd(roll.x, ctx, guidance, self.term_generator(step, "dmd"))
         stats["exit_step_current"] = chunks[-1].exit_step
