@@ -27,6 +27,8 @@ EXTERNAL_DOCS: dict[type, dict[str, str]] = {
         "positions": "'absolute' (RoPE index = frame index) or 'cache_relative' (re-indexed cache, no ceiling).",
         "context_t": "Timestep of the context pass that writes a finished chunk's K/V (default 0).",
         "recache_on_switch": "Prompt switch: recompute retained frames' K/V under the new prompt (inference).",
+        "recache_keeps_sink": "sink_window re-cache: keep the sink's K/V from the earlier prompt (LongLive's "
+                              "global_sink; inference).",
     },
 }
 
@@ -340,13 +342,28 @@ class VAETrainConfig:
         "lsuv", "Initialisation of a fresh preset: 'lsuv' rescales each conv to unit output std on a batch of "
                 "training clips (training/vae_init.py; the default init starts with a latent that ignores the "
                 "image), 'default' keeps PyTorch's. Ignored when init is set.")
+    dim: int = opt(0, "Base width of a fresh preset (VAEConfig.dim; 0 = the preset's).", NON_NEGATIVE)
+    dim_mult: tuple[int, ...] = opt((), "Width multipliers per level of a fresh preset (() = the preset's; keep "
+                                        "4 entries for 8x space).", AT_LEAST_1)
+    num_res_blocks: int = opt(0, "Residual blocks per level of a fresh preset (0 = the preset's).", NON_NEGATIVE)
+    temporally_local: bool = opt(
+        False, "Train a temporally local VAE (VAEConfig.temporally_local: each latent frame's group of 4 pixel "
+               "frames encoded and decoded from its own frames only; also applied to an init checkpoint).")
     clips: WorldClipsConfig = opt(WorldClipsConfig(), "Training clips from the synthetic world.")
+    max_start_frame: int = opt(
+        0, "Each training clip starts at a world frame drawn per clip from 0..max_start_frame (0 = every clip "
+           "starts at frame 0): short clips of a temporally local VAE then also show the later positions and "
+           "sizes a long clip reaches.", NON_NEGATIVE)
     l1_weight: float = opt(1.0, "Weight of the L1 reconstruction loss (pixels in -1..1).", NON_NEGATIVE)
     ssim_weight: float = opt(0.2, "Weight of 1 - SSIM (kornia, 7x7 window, per frame).", NON_NEGATIVE)
     object_weight: float = opt(
         0.0, "Extra L1 weight on object pixels (those differing from the clip's background): each pixel weighs "
              "1 + object_weight·mask, normalised by the mean weight. Objects cover ~1-5% of a frame; without it the "
              "tiny VAE learns the background first and loses the objects in short runs.", NON_NEGATIVE)
+    temporal_weight: float = opt(
+        0.0, "Weight of the L1 between the reconstruction's and the clip's frame-to-frame differences "
+             "(|Δx̂ − Δx| over consecutive frames, object-weighted like the L1): penalises colour flicker, across "
+             "group boundaries too when the clips hold two groups (9 frames).", NON_NEGATIVE)
     kl_weight: float = opt(1e-6, "Weight of the KL divergence of the posterior to N(0, I).", NON_NEGATIVE)
     sample_posterior: bool = opt(False, "Decode a posterior sample mu + sigma·eps (true) or the mean mu (false: "
                                  "converges much faster in short runs; the KL term still bounds mu).")

@@ -27,6 +27,10 @@ class VAEConfig:
 
     Compression: space 2**(len(dim_mult)-1), time 2**sum(temporal_downsample).
     `latent_mean` / `latent_std` are empty for "identity" statistics (zeros / ones).
+    `temporally_local`: False (Wan 2.1) lets every causal temporal conv see the previous chunk's frames, so each
+    latent frame depends on the whole past; True zeroes those past taps at every group boundary, so latent frame
+    k >= 1 is encoded from pixel frames 4k-3..4k only and decoded from latent frame k only (frame 0 from frame 0):
+    same weights and shapes, no drift over long streams, and short clips train it for any length.
     """
 
     dim: int = 96
@@ -37,6 +41,7 @@ class VAEConfig:
     dropout: float = 0.0
     latent_mean: tuple[float, ...] = WAN21_LATENT_MEAN
     latent_std: tuple[float, ...] = WAN21_LATENT_STD
+    temporally_local: bool = False
 
     def __post_init__(self) -> None:
         for name, kind in (("dim_mult", int), ("temporal_downsample", bool),
@@ -46,6 +51,8 @@ class VAEConfig:
             object.__setattr__(self, "latent_mean", (0.0,) * self.z_dim)
         if not self.latent_std:
             object.__setattr__(self, "latent_std", (1.0,) * self.z_dim)
+        if not isinstance(self.temporally_local, bool):
+            raise ValueError(f"VAEConfig: temporally_local={self.temporally_local!r} must be true or false")
 
         if self.dim <= 0 or self.dim % 2:
             raise ValueError(f"VAEConfig: dim={self.dim} must be a positive even number")

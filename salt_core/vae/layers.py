@@ -44,6 +44,13 @@ class FeatureCache:
         self._frames.clear()
         self._started.clear()
 
+    def start_group(self) -> None:
+        """Zero every kept past frame (shapes and the started layers stay): the next chunk is computed as if
+        nothing but zeros came before it, while the layers still know it is not the video's first frame.
+        This is how a temporally local VAE keeps each latent frame's group of pixel frames independent."""
+        for layer, frames in self._frames.items():
+            self._frames[layer] = torch.zeros_like(frames)
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._frames.values())
 

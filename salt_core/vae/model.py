@@ -41,6 +41,12 @@ def _head(dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(RMSNorm(dim), nn.SiLU(), CausalConv3d(dim, out_dim, 3, padding=1))
 
 
+def cache_group(x: Tensor, cache: FeatureCache) -> Tensor:
+    """Mark x (a chunk of one temporal group) as the start of a new group in `cache`; returns x."""
+    cache.start_group()
+    return x
+
+
 def _is_conv(m: nn.Module) -> bool:
     return isinstance(m, (CausalConv3d, nn.Conv2d))
 
@@ -75,6 +81,7 @@ class Decoder3d(nn.Module):
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
+        self.temporally_local = cfg.temporally_local
         mult = (cfg.dim_mult[-1], *reversed(cfg.dim_mult))
         dims = [cfg.dim * m for m in mult]
         temporal_upsample = tuple(reversed(cfg.temporal_downsample))
@@ -115,14 +122,27 @@ class Decoder3d(nn.Module):
 
     def trunk(self, x: Tensor, cache: FeatureCache) -> Tensor:
         """The part at latent resolution with frame-wide attention: [B, z, t, h, w] -> [B, C, t, h, w]."""
-        x = self.conv1(fast_layout(x), cache)
-        return run_streaming(self.middle, x, cache)
+        return self._per_group(self._trunk, x, cache)
 
     def upsample(self, x: Tensor, cache: FeatureCache) -> Tensor:
         """The purely convolutional rest (local: a finite spatial receptive field, no attention):
         trunk features [B, C, t, h, w] -> pixels [B, 3, T', h*s, w*s] (before clamping)."""
+        return self._per_group(self._upsample, x, cache)
+
+    def _trunk(self, x: Tensor, cache: FeatureCache) -> Tensor:
+        x = self.conv1(fast_layout(x), cache)
+        return run_streaming(self.middle, x, cache)
+
+    def _upsample(self, x: Tensor, cache: FeatureCache) -> Tensor:
         x = run_streaming(self.upsamples, fast_layout(x), cache)
         return run_streaming(self.head, x, cache).contiguous()
+
+    def _per_group(self, part, x: Tensor, cache: FeatureCache) -> Tensor:
+        """part(x, cache) on [B, C, t, h, w]; when temporally local, one latent frame at a time, each starting
+        a new group (past taps zero), so no latent frame's pixels depend on an earlier latent frame."""
+        if not self.temporally_local:
+            return part(x, cache)
+        return torch.cat([part(cache_group(step, cache), cache) for step in x.split(1, dim=2)], dim=2)
 
 
 class WanVAE(nn.Module):
@@ -158,7 +178,9 @@ class WanVAE(nn.Module):
         chunks = [video[:, :, :1]]
         if video.shape[2] > 1:
             chunks += list(video[:, :, 1:].split(self.config.temporal_factor, dim=2))
-        moments = torch.cat([self.conv1(self.encoder(chunk, cache)) for chunk in chunks], dim=2)
+        local = self.config.temporally_local
+        moments = torch.cat([self.conv1(self.encoder(cache_group(chunk, cache) if local else chunk, cache))
+                             for chunk in chunks], dim=2)
         mu, log_var = moments.chunk(2, dim=1)
         return mu, log_var
 

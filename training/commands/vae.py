@@ -1,7 +1,7 @@
 """`vae`: train the tiny Wan-architecture video VAE (8x space, 4x time) on synthetic-world clips.
 
 Loss per clip: l1_weight·(object-weighted |x̂ − x|) + ssim_weight·(1 − SSIM(x̂, x)) (kornia, per frame)
-+ kl_weight·KL(q(z|x) ‖ N(0, I)),
++ temporal_weight·(object-weighted |Δ_t x̂ − Δ_t x|, frame-to-frame changes) + kl_weight·KL(q(z|x) ‖ N(0, I)),
 with x̂ decoded from the posterior mean, or a posterior sample with `vae.sample_posterior` (noise keyed per
 sample, so resume is exact). After the last step the
 EMA (or trained) weights get per-channel latent statistics (mean/std of the posterior means over
@@ -40,7 +40,8 @@ OBJECT_THRESHOLD = 0.02  # a pixel belongs to an object when any channel differs
 class WorldVideos(torch.utils.data.Dataset):
     """World clips as trainer samples: {"video": [3, T, H, W] in -1..1, "objects": [1, T, H, W] 0/1 mask}."""
 
-    def __init__(self, clips: WorldClipsConfig, split: str = "train", length: int = 1_000_000):
+    def __init__(self, clips: WorldClipsConfig, split: str = "train", length: int = 1_000_000,
+                 max_start_frame: int = 0):
         from training.world import WorldDataset
 
         try:
@@ -48,18 +49,29 @@ class WorldVideos(torch.utils.data.Dataset):
                                       seed=clips.seed)
         except ValueError as e:
             raise ConfigError(f"vae.clips: {e}") from None
+        self.max_start_frame = max_start_frame
 
     def __len__(self) -> int:
         return len(self.world)
 
     def __getitem__(self, index: int) -> dict:
-        from training.world.render import background_image
+        from training.world.render import background_image, render
 
-        video, _ = self.world[index]                                   # [T, H, W, 3] in 0..1
         w = self.world
-        background = background_image(w.scene(index).background, w.height, w.width)          # [H, W, 3]
+        scene = w.scene(index)
+        start = start_frame(w.seed, index, self.max_start_frame)
+        video = render(scene, w.frames, w.height, w.width, w.fps, start_frame=start)  # [T, H, W, 3] in 0..1
+        background = background_image(scene.background, w.height, w.width)                 # [H, W, 3]
         objects = ((video - background).abs().amax(-1) > OBJECT_THRESHOLD).float()          # [T, H, W]
         return {"video": video.permute(3, 0, 1, 2) * 2 - 1, "objects": objects.unsqueeze(0)}
+
+
+def start_frame(seed: int, index: int, max_start_frame: int) -> int:
+    """The first world frame of training clip `index`: fixed by (seed, index), uniform in 0..max_start_frame."""
+    if max_start_frame <= 0:
+        return 0
+    g = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    return int(torch.randint(0, max_start_frame + 1, (1,), generator=g))
 
 
 def reconstruction_losses(recon: torch.Tensor, video: torch.Tensor, objects: torch.Tensor | None = None,
@@ -75,6 +87,17 @@ def reconstruction_losses(recon: torch.Tensor, video: torch.Tensor, objects: tor
     frames = lambda v: ((v + 1) / 2).transpose(1, 2).flatten(0, 1)  # noqa: E731  [B*T, 3, H, W] in 0..1
     ssim = kornia.metrics.ssim(frames(recon), frames(video), SSIM_WINDOW).mean()
     return l1, 1 - ssim
+
+
+def temporal_difference_loss(recon: torch.Tensor, video: torch.Tensor, objects: torch.Tensor,
+                             object_weight: float) -> torch.Tensor:
+    """recon, video: [B, 3, T, H, W]; objects: [B, 1, T, H, W] -> mean |Δ_t recon − Δ_t video| over consecutive
+    frames (0 for one frame), each pixel weighted 1 + object_weight·(object in either frame), normalised."""
+    if recon.shape[2] < 2:
+        return recon.new_zeros(())
+    error = (recon.diff(dim=2) - video.diff(dim=2)).abs()                      # [B, 3, T-1, H, W]
+    weight = 1 + object_weight * torch.maximum(objects[:, :, 1:], objects[:, :, :-1])
+    return (error * weight).mean() / weight.mean()
 
 
 def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -97,23 +120,39 @@ def psnr(recon: torch.Tensor, video: torch.Tensor, mask: torch.Tensor | None = N
     return float((10 * torch.log10(1 / mse.detach().clamp_min(1e-10))).mean())
 
 
+def initial_vae(v, device) -> WanVAE:
+    """The model a run starts from: vae.init's weights, or a fresh vae.preset with the width / depth overrides;
+    either way temporally local as vae.temporally_local says."""
+    if v.init:
+        if not os.path.isfile(v.init):
+            raise ConfigError(f"vae.init {v.init!r}: no such VAE checkpoint")
+        model, _ = load_vae(v.init, device=device)
+        config = dataclasses.replace(model.config, temporally_local=v.temporally_local)
+        state = model.state_dict()
+    else:
+        try:
+            preset = vae_preset(v.preset)
+            sizes = {"dim": v.dim, "dim_mult": v.dim_mult, "num_res_blocks": v.num_res_blocks}
+            config = dataclasses.replace(preset, temporally_local=v.temporally_local,
+                                         **{k: value for k, value in sizes.items() if value})
+        except ValueError as e:
+            raise ConfigError(f"vae.preset {v.preset!r} with dim / dim_mult / num_res_blocks: {e}") from None
+        state = None
+    model = WanVAE(config)
+    if state is not None:
+        model.load_state_dict(state)
+    return model.to(device)
+
+
 class VAETask(Task):
     primary = "vae"
 
     def __init__(self, cfg: TrainConfig, device):
         self.cfg, v = cfg, cfg.vae
-        for key in ("l1_weight", "ssim_weight", "kl_weight", "object_weight"):
+        for key in ("l1_weight", "ssim_weight", "kl_weight", "object_weight", "temporal_weight"):
             if getattr(v, key) < 0:
                 raise ConfigError(f"vae.{key} must be >= 0, got {getattr(v, key)}")
-        if v.init:
-            if not os.path.isfile(v.init):
-                raise ConfigError(f"vae.init {v.init!r}: no such VAE checkpoint")
-            self.model, _ = load_vae(v.init, device=device)
-        else:
-            try:
-                self.model = WanVAE(vae_preset(v.preset)).to(device)
-            except ValueError as e:
-                raise ConfigError(f"vae.preset: {e}") from None
+        self.model = initial_vae(v, device)
         if v.init_scheme not in INIT_SCHEMES:
             raise ConfigError(f"vae.init_scheme {v.init_scheme!r} is unknown; allowed: {list(INIT_SCHEMES)}")
         self.model.train()
@@ -121,7 +160,7 @@ class VAETask(Task):
         if (c.frames - 1) % f.temporal_factor or c.height % f.spatial_factor or c.width % f.spatial_factor:
             raise ConfigError(f"vae.clips: {c.frames} frames of {c.height}x{c.width} do not fit the VAE "
                               f"({f.temporal_factor}k+1 frames, sizes divisible by {f.spatial_factor})")
-        self.data = WorldVideos(c)
+        self.data = WorldVideos(c, max_start_frame=v.max_start_frame)
         if not v.init and v.init_scheme == "lsuv":
             self._lsuv(device)
 
@@ -147,10 +186,16 @@ class VAETask(Task):
             noise = per_sample_randn(self.cfg.run.seed, step, batch["sample_id"].tolist(), "vae", mu.shape[1:])
             z = mu + noise.to(mu) * (0.5 * log_var).exp()
         recon = decode_unclamped(self.model, z)
-        l1, dssim = reconstruction_losses(recon, video, batch["objects"].float(), v.object_weight)
+        objects = batch["objects"].float()
+        l1, dssim = reconstruction_losses(recon, video, objects, v.object_weight)
         kl = kl_divergence(mu, log_var)
         loss = v.l1_weight * l1 + v.ssim_weight * dssim + v.kl_weight * kl
-        return loss, {"l1": l1.detach().item(), "one_minus_ssim": dssim.detach().item(), "kl": kl.detach().item()}
+        logs = {"l1": l1.detach().item(), "one_minus_ssim": dssim.detach().item(), "kl": kl.detach().item()}
+        if v.temporal_weight > 0:
+            temporal = temporal_difference_loss(recon, video, objects, v.object_weight)
+            loss = loss + v.temporal_weight * temporal
+            logs["temporal"] = temporal.detach().item()
+        return loss, logs
 
 
 def decode_unclamped(model: WanVAE, z: torch.Tensor) -> torch.Tensor:
