@@ -91,3 +91,23 @@ def test_resume_from_another_config_is_refused_with_the_differences(tmp_path, ca
     assert "written by `teacher`, not `ode-init`" in msg
     msg = error_of(capsys, "teacher", None, *args, *quiet(out, 3), *sets(run__resume="never"))
     assert "run.resume is 'never' but" in msg and "step-00000002.pt exists" in msg
+
+
+def test_a_run_saved_before_an_option_existed_resumes_while_the_option_keeps_its_default():
+    """An option added since the checkpoint was written is no difference at its default (which keeps the old
+    behaviour); set to anything else it is named."""
+    import json
+
+    from training.checkpoint import check_resumable
+    from training.config import TrainConfig
+    from training.config_load import config_hash, config_to_dict
+    from training.config_load import ConfigError
+
+    now = config_to_dict(TrainConfig())
+    old = json.loads(json.dumps(now))
+    del old["vae"]["temporally_local"]  # the option did not exist when the run was saved
+    state = {"command": "vae", "config_json": json.dumps(old), "config_hash": "0" * 16}
+    check_resumable(state, "ckpt.pt", "vae", config_hash(TrainConfig(), "vae"), now)
+    changed = dataclasses.replace(TrainConfig(), vae=dataclasses.replace(TrainConfig().vae, temporally_local=True))
+    with pytest.raises(ConfigError, match=r"vae.temporally_local: '<absent>' -> True"):
+        check_resumable(state, "ckpt.pt", "vae", config_hash(changed, "vae"), config_to_dict(changed))

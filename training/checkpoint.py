@@ -147,7 +147,9 @@ def check_resumable(state: dict, path: str, command: str, config_hash: str, conf
                           "start a new output_dir or set run.resume=never")
     if state["config_hash"] != config_hash:
         diff = config_diff(json.loads(state["config_json"]), config_dict)
-        listing = "\n  ".join(diff[:20]) or "(no listed key differs; the trainer version changed)"
+        if not diff:  # only options added since, at the defaults that keep the old behaviour
+            return
+        listing = "\n  ".join(diff[:20])
         raise ConfigError(f"{path}: checkpoint was trained with another config (hash {state['config_hash']} != "
                           f"{config_hash}); differences (checkpoint -> now):\n  {listing}\n"
                           "use a new run.output_dir, or set run.resume=never to start over")

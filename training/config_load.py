@@ -279,10 +279,14 @@ def config_hash(cfg: TrainConfig, command: str) -> str:
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
-    """'key: old -> new' for every trajectory-relevant difference."""
+    """'key: old -> new' for every trajectory-relevant difference. An option the old config lacks is no
+    difference while the new one holds its default: options are added with the default that keeps the old
+    behaviour, so a run saved before an option existed resumes."""
     a, b = _trajectory_items(old), _trajectory_items(new)
+    defaults = flatten(config_to_dict(TrainConfig()))
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
-            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+            and not (k not in a and k in defaults and b.get(k) == defaults[k])]
 
 
 def dump_yaml(cfg: TrainConfig) -> str:
