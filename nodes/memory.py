@@ -117,13 +117,12 @@ def sampling_bytes(dit, plan, latent_frames: int, latent_hw: tuple[int, int], gu
     return int(total)
 
 
-def decode_bytes(vae, latent_hw: tuple[int, int], batch: int, chunk_frames: int = 1, plan=None) -> int:
-    """A streaming decode's device memory besides the weights (salt_core's estimate from the decoder's
-    structure: caches, one pass's transients, a chunk's frames), for `plan`'s tiles (None: untiled)."""
+def decode_bytes(vae, latent_hw: tuple[int, int], batch: int, chunk_frames: int = 1) -> int:
+    """An untiled streaming decode's device memory besides the weights (salt_core's estimate from the decoder's
+    structure: caches, one pass's transients, a chunk's frames; a tiled decode's is `plan_clip_decode`'s)."""
     from salt_core.vae import DecodeCall, TilePlan, estimate_decode_memory
 
-    plan = plan or TilePlan.whole(tuple(latent_hw))
-    return estimate_decode_memory(vae, plan, DecodeCall(batch, chunk_frames, 1, True)).total
+    return estimate_decode_memory(vae, TilePlan.whole(tuple(latent_hw)), DecodeCall(batch, chunk_frames, 1, True)).total
 
 
 # ---- using a model ---------------------------------------------------------------------------------

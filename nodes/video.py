@@ -90,7 +90,7 @@ def plan_salt_decode(vae, z: torch.Tensor, chunk: int, tiling=None):
     small raises here): returns (decode(device) -> IMAGE [B*N, H, W, 3], the decode's device bytes besides the
     weights). Untiled: streamed `chunk` latent frames at a time. Tiled: the whole clip one tile at a time
     (`decode_tiled`: one tile's caches alive, a fraction of the streamed decode's peak), assembled in RAM."""
-    from salt_core.vae import TilePlan, plan_clip_decode
+    from salt_core.vae import plan_clip_decode
 
     cfg = vae.config
     if z.shape[1] != cfg.z_dim:
@@ -103,7 +103,7 @@ def plan_salt_decode(vae, z: torch.Tensor, chunk: int, tiling=None):
     check_image_size(B, cfg.pixel_frames(T), h * s, w * s, copies=2 if tiled else 1)
     _check_finite(z)
     if not tiled:
-        need = decode_bytes(vae, (h, w), B, min(chunk, T), TilePlan.whole((h, w)))
+        need = decode_bytes(vae, (h, w), B, min(chunk, T))
         return (lambda device: _decode_streamed(vae, z, chunk, device)), need
     plan, need = plan_clip_decode(vae, B, T, (h, w), tiling, output_on_device=False)
     return (lambda device: _decode_tiled_clip(vae, z, tiling, plan.count, device)), need.total

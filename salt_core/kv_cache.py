@@ -263,9 +263,14 @@ class KVCache:
         for layer in self.layers:
             layer.cross_k = layer.cross_v = None
 
+    @property
+    def sink_held(self) -> int:
+        """Sink frames in the cache (the first frames committed, in slots 0..sink_held-1)."""
+        return min(self.committed, self.policy.sink)
+
     def reset_frames(self, keep_sink: bool = False) -> None:
         """Forget the cached frames (keep_sink: all but the sink's, which stay in their slots with their K/V)."""
-        kept = min(self.committed, self.policy.sink) if keep_sink else 0
+        kept = self.sink_held if keep_sink else 0
         self.slot_frame = self.slot_frame[:kept] + [-1] * (self.total_slots - kept)
         self.slot_latent = self.slot_latent[:kept] + [None] * (self.total_slots - kept)
         self.committed = kept
@@ -273,7 +278,7 @@ class KVCache:
     def retained(self, skip_sink: bool = False) -> list[tuple[int, torch.Tensor]]:
         """(true frame index, clean latent [B, C, 1, h, w]) of cached frames, oldest first (skip_sink: without
         the sink's, which are the first frames committed)."""
-        first = min(self.committed, self.policy.sink) if skip_sink else 0
+        first = self.sink_held if skip_sink else 0
         items = [(f, self.slot_latent[s]) for s, f in enumerate(self.slot_frame[: self.valid_frames]) if s >= first]
         return sorted(items, key=lambda it: it[0])
 

@@ -107,13 +107,6 @@ class DecodeTiling:
     def active(self) -> bool:
         return self.tile is not None or self.memory_budget is not None
 
-    def describe(self) -> str:
-        if not self.active:
-            return "untiled"
-        tile = "largest that fits" if self.tile is None else f"{self.tile} latent cells"
-        budget = "" if self.memory_budget is None else f", budget {self.memory_budget / 2**20:.0f} MiB"
-        return f"tiles: {tile}, overlap {self.overlap}{budget}"
-
 
 def _pixel_frames(vae: "WanVAE", latent_frames: int, first: bool) -> int:
     tf = vae.config.temporal_factor
