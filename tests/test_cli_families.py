@@ -24,7 +24,7 @@ from _umt5_helpers import randomised_encoder, tiny_config, train_spiece, transfo
 from conftest import perturbed
 
 ROOT = Path(__file__).resolve().parents[1]
-WORLD = ROOT / "benchmarks" / "quality" / "checkpoints" / "salt-ar.safetensors"
+WORLD = ROOT / "benchmarks" / "quality" / "checkpoints" / "causal-vae-chain" / "salt-ar.safetensors"
 EMBEDDED_DIT = DEFAULT_ASSETS / "dit.safetensors"
 pytestmark = pytest.mark.skipif(not (WORLD.is_file() and EMBEDDED_DIT.is_file()), reason="committed checkpoints absent")
 PROMPT = "a red circle moves to the right on a grey background"

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUALITY = os.path.join(ROOT, "benchmarks", "quality")
-CHECKPOINTS = os.path.join(QUALITY, "checkpoints")
+CHECKPOINTS = os.path.join(QUALITY, "checkpoints", "causal-vae-chain")
 sys.path.insert(0, QUALITY)
 
 

@@ -1,7 +1,7 @@
 """Bit identity of every sampling loop on the committed checkpoints.
 
-tests/data/reference_outputs.safetensors holds what the committed checkpoints (benchmarks/quality/checkpoints and
-the embedded default) produced through each loop — the clip sampler (CFG, integer timesteps), the AR stream
+tests/data/reference_outputs.safetensors holds what the committed checkpoints (benchmarks/quality/checkpoints/
+causal-vae-chain and the embedded default) produced through each loop — the clip sampler (CFG, integer timesteps), the AR stream
 (window / sink policies, prompt switches with and without re-cache, CFG), the bidirectional and autoregressive
 training rollouts with their gradients, the SC loss, cache-conditioned feature alignment, ODE pairs, the semigroup
 defect and the pipeline — recorded with the code before the sampling core became one denoiser / walk / chunk driver
@@ -37,7 +37,7 @@ from training.rollout import (CacheAlignment, cache_alignment_term, mixed_step_g
                               rollout_ar, rollout_bidirectional)
 from training.semigroup import semigroup_defect  # noqa: E402
 
-CK = ROOT / "benchmarks" / "quality" / "checkpoints"
+CK = ROOT / "benchmarks" / "quality" / "checkpoints" / "causal-vae-chain"
 FIXTURE = ROOT / "tests" / "data" / "reference_outputs.safetensors"
 CHECKPOINTS = {name: CK / f"{name}.safetensors" for name in ("teacher", "teacher-ar", "dmd-4", "salt-ar", "sc-dmd-8")}
 CHECKPOINTS["embedded-default"] = ROOT / "salt_core" / "assets" / "default" / "dit.safetensors"

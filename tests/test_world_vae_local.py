@@ -196,3 +196,41 @@ def test_stage_four_config_trains_a_local_vae_from_a_causal_one(tmp_path):
     assert trained.config.temporally_local is True and trained.config.z_dim == vae_preset("micro").z_dim
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     assert rows[-1]["vae/temporal"] > 0
+
+
+def test_decoder_only_training_keeps_the_encoder_and_its_statistics(tmp_path):
+    import dataclasses as dc
+    import os
+
+    from _training_helpers import configs_dir, quiet, run, sets
+
+    stats = dict(latent_mean=tuple(0.1 * i for i in range(4)), latent_std=tuple(1.0 + 0.2 * i for i in range(4)))
+    init_model = WanVAE(dc.replace(vae_preset("micro"), **stats))
+    init = save_vae(str(tmp_path / "init.safetensors"), init_model)
+    out = str(tmp_path / "decoder")
+    args = quiet(out, 2) + sets(vae__init=init, vae__train_encoder=False, vae__mse_weight=1.0,
+                                vae__clips__height=32, vae__clips__width=32, vae__stats_clips=2, vae__eval_clips=1,
+                                vae__output="", run__save_every=1, data__batch_size=1, ema__start_step=0)
+    assert run("vae", os.path.join(configs_dir(), "world", "vae-local-warm.yaml"), *args) == 0
+    trained, _ = load_vae(os.path.join(out, "vae.safetensors"))
+    before, after = init_model.state_dict(), trained.state_dict()
+    encoder = [k for k in before if k.startswith(("encoder.", "conv1."))]
+    decoder = [k for k in before if k.startswith(("decoder.", "conv2."))]
+    assert encoder and decoder
+    assert all(torch.equal(before[k], after[k]) for k in encoder)  # bit for bit, EMA or not
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    assert trained.config.latent_mean == stats["latent_mean"] and trained.config.latent_std == stats["latent_std"]
+    import json
+
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert rows[-1]["vae/mse"] > 0
+
+
+def test_decoder_only_training_needs_an_init():
+    from training.commands.vae import VAETask
+    from training.config import TrainConfig
+
+    cfg = TrainConfig()
+    cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, train_encoder=False))
+    with pytest.raises(ConfigError, match="vae.train_encoder=false .* vae.init"):
+        VAETask(cfg, "cpu")

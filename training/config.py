@@ -354,7 +354,14 @@ class VAETrainConfig:
         0, "Each training clip starts at a world frame drawn per clip from 0..max_start_frame (0 = every clip "
            "starts at frame 0): short clips of a temporally local VAE then also show the later positions and "
            "sizes a long clip reaches.", NON_NEGATIVE)
+    train_encoder: bool = opt(
+        True, "Train the encoder too (false: only the decoder learns; needs vae.init, whose encoder and latent "
+              "statistics are kept bit for bit, so latents built with the init stay valid for models trained on "
+              "them).")
     l1_weight: float = opt(1.0, "Weight of the L1 reconstruction loss (pixels in -1..1).", NON_NEGATIVE)
+    mse_weight: float = opt(
+        0.0, "Weight of the squared error (pixels in -1..1), object-weighted like the L1: PSNR is a squared-error "
+             "measure, the L1 a median-like one.", NON_NEGATIVE)
     ssim_weight: float = opt(0.2, "Weight of 1 - SSIM (kornia, 7x7 window, per frame).", NON_NEGATIVE)
     object_weight: float = opt(
         0.0, "Extra L1 weight on object pixels (those differing from the clip's background): each pixel weighs "

@@ -9,8 +9,12 @@ T="--set run.threads=1"
 python -m training vae          --config $W/vae-images.yaml $T     # tiny Wan VAE, stage 1: single frames
 python -m training vae          --config $W/vae-clips9.yaml $T     # stage 2: 9-frame clips (temporal layers)
 python -m training vae          --config $W/vae.yaml $T            # stage 3: 33-frame clips + latent statistics
+python -m training vae          --config $W/vae-local-warm.yaml $T # stage 4: made temporally local, 5-frame windows
+python -m training vae          --config $W/vae-local-long.yaml $T # stage 5: 1280 more steps
+python -m training vae          --config $W/vae-local-fine.yaml $T # stage 6: 400 at lr 1e-4 (the latents' encoder)
 python -m training text-encoder --config $W/text-encoder.yaml $T   # tiny text encoder
 python -m training build-latents --config $W/build-latents.yaml $T # world clips -> latents [16, 9, 8, 8]
+python -m training vae          --config $W/vae-decoder.yaml $T    # stage 7: decoder only (may run beside the DiTs)
 
 python -m training teacher --config $W/teacher.yaml $T             # bidirectional teacher
 python -m training teacher --config $W/teacher-ar.yaml $T          # AR teacher (teacher forcing)
@@ -24,7 +28,7 @@ python -m training salt-ar --config $W/salt-ar.yaml $T             # Salt-AR (ca
 # the embedded default: the AR Salt student + its VAE + text encoder
 mkdir -p salt_core/assets/default
 cp runs/world/salt_ar/model.safetensors salt_core/assets/default/dit.safetensors
-cp runs/world/vae/vae.safetensors salt_core/assets/default/vae.safetensors
+cp runs/world/vae_decoder/vae.safetensors salt_core/assets/default/vae.safetensors
 cp runs/world/text_encoder/text_encoder.safetensors salt_core/assets/default/text_encoder.safetensors
 
 # every model the quality benchmark judges (0.65 MB each), committed next to it

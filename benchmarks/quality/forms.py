@@ -2,7 +2,7 @@
 conventions and write benchmarks/quality/FORMS.md: mean judge total ± SE per model and NFE on the first N
 held-out prompts (seed = prompt index), and each model minus its baseline, paired by prompt.
 
-    python benchmarks/quality/forms.py [--runs runs/forms] [--prompts 32] [--nfe 2 4]
+    python benchmarks/quality/forms.py [--runs runs/forms] [--prompts 32] [--nfe 2 4] [--vae FILE]
 """
 from __future__ import annotations
 
@@ -14,12 +14,17 @@ import time
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from generation import DEFAULT_PROMPTS, DEFAULT_TEXT_ENCODER, DEFAULT_VAE, Bench, read_prompts  # noqa: E402
+from generation import DEFAULT_PROMPTS, DEFAULT_TEXT_ENCODER, Bench, read_prompts  # noqa: E402
 from salt_core.checkpoints import load_dit  # noqa: E402
 from stats import mean, paired, se  # noqa: E402
+
+# forms.sh trains from the causal-VAE chain's teacher, whose latents are this VAE's
+CHAIN = os.path.join(HERE, "checkpoints", "causal-vae-chain")
+DEFAULT_VAE = os.path.join(CHAIN, "vae.safetensors")
 
 # (run folder, what it is, its baseline's run folder)
 MODELS = (
@@ -42,10 +47,11 @@ def main(argv=None) -> int:
     p.add_argument("--nfe", type=int, nargs="+", default=[2, 4])
     p.add_argument("--out", default=os.path.join(HERE, "FORMS.md"))
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--vae", default=DEFAULT_VAE, help="the world VAE the students' teacher was trained with")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     prompts = read_prompts(DEFAULT_PROMPTS, a.prompts)
-    bench = Bench(HERE, DEFAULT_VAE, DEFAULT_TEXT_ENCODER, prompts)
+    bench = Bench(HERE, a.vae, DEFAULT_TEXT_ENCODER, prompts)
     scores: dict[tuple[str, int], list[float]] = {}
     t0 = time.perf_counter()
     for name, _, _ in MODELS:
@@ -60,15 +66,19 @@ def main(argv=None) -> int:
                                  for i in range(len(prompts))]
             print(f"{name} NFE {nfe}: {mean(scores[name, nfe]):.4f} ± {se(scores[name, nfe]):.4f}", flush=True)
     cols = " | ".join(f"NFE {n}" for n in a.nfe)
+    vae_arg = "" if a.vae == DEFAULT_VAE else f" --vae {os.path.relpath(os.path.abspath(a.vae), ROOT)}"
     lines = [
         "# Released Salt forms vs ours on the synthetic world", "",
         f"Command: `bash benchmarks/quality/forms.sh && python benchmarks/quality/forms.py --prompts {a.prompts} "
-        f"--nfe {' '.join(map(str, a.nfe))}` ({time.perf_counter() - t0:.0f} s of judging on 2 CPU cores).", "",
+        f"--nfe {' '.join(map(str, a.nfe))}{vae_arg}` ({time.perf_counter() - t0:.0f} s of judging on 2 CPU cores).",
+        "",
         "Every student trains 3000 steps at batch 4 from the committed bidirectional teacher "
-        "(benchmarks/quality/checkpoints/teacher.safetensors) with the embedded default's text encoder, the same "
+        "(benchmarks/quality/checkpoints/causal-vae-chain/teacher.safetensors) with the embedded default's text "
+        "encoder, the same "
         "seed and learning rates (training/configs/world/*.yaml with the overrides in forms.sh). Judged like "
         "RESULTS.md: the first held-out prompts, seed = prompt index, uniform K-step grid warped by shift 5, no "
-        "CFG, decoded by the world VAE, scored by training.judge (total in 0..1). 'minus baseline' is paired by "
+        "CFG, decoded by the world VAE the teacher was trained with, scored by training.judge (total in 0..1). "
+        "'minus baseline' is paired by "
         "prompt (mean ± SE of the differences). This world's teacher has 2 blocks: the released TRD's "
         "'block 20 of 40' becomes block 1 of 2.", "",
         f"| model | {cols} | baseline | " + " | ".join(f"minus baseline, NFE {n}" for n in a.nfe) + " |",

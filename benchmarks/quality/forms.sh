@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Issue 15's world evidence: the released Salt forms against ours, same seeds and budget (3000 steps, batch 4),
-# from the committed bidirectional teacher and the embedded default's text encoder (no runs/ state needed).
+# from the committed bidirectional teacher of the causal-VAE chain (checkpoints/causal-vae-chain: the tiny DiT on
+# the stage-3 causal VAE's latents, the chain before issue 16) and the embedded default's text encoder (no runs/
+# state needed).
 #   AR:            ar-dmd (no SC, no alignment) | ours: SC semigroup | released: SC endpoint (+ TRD) | ours + FA
 #   bidirectional: dmd-8 | ours: sc-dmd-8 | released SC endpoint
 # Then `python benchmarks/quality/forms.py` judges them all and writes benchmarks/quality/FORMS.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=training/configs/world
-C=benchmarks/quality/checkpoints
+C=benchmarks/quality/checkpoints/causal-vae-chain
 COMMON="--set run.threads=1 --set run.progress=false --set teacher.init=$C/teacher.safetensors --set student.init=$C/teacher.safetensors
         --set text.path=salt_core/assets/default/text_encoder.safetensors"
 BIDI="--set run.threads=1 --set run.progress=false --set teacher.init=$C/teacher.safetensors --set text.path=salt_core/assets/default/text_encoder.safetensors"

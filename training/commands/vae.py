@@ -1,7 +1,8 @@
 """`vae`: train the tiny Wan-architecture video VAE (8x space, 4x time) on synthetic-world clips.
 
 Loss per clip: l1_weight·(object-weighted |x̂ − x|) + ssim_weight·(1 − SSIM(x̂, x)) (kornia, per frame)
-+ temporal_weight·(object-weighted |Δ_t x̂ − Δ_t x|, frame-to-frame changes) + kl_weight·KL(q(z|x) ‖ N(0, I)),
++ mse_weight·(object-weighted (x̂ − x)²) + temporal_weight·(object-weighted |Δ_t x̂ − Δ_t x|, frame-to-frame
+changes) + kl_weight·KL(q(z|x) ‖ N(0, I)),
 with x̂ decoded from the posterior mean, or a posterior sample with `vae.sample_posterior` (noise keyed per
 sample, so resume is exact). After the last step the
 EMA (or trained) weights get per-channel latent statistics (mean/std of the posterior means over
@@ -74,16 +75,19 @@ def start_frame(seed: int, index: int, max_start_frame: int) -> int:
     return int(torch.randint(0, max_start_frame + 1, (1,), generator=g))
 
 
+def object_weighted_mean(error: torch.Tensor, objects: torch.Tensor | None, object_weight: float) -> torch.Tensor:
+    """error: [B, C, T, H, W] per pixel; objects: [B, 1, T, H, W] 0/1 -> the mean with each pixel weighing
+    1 + object_weight·objects, divided by the mean weight (so the scale stays that of the plain mean)."""
+    if objects is None or object_weight <= 0:
+        return error.mean()
+    weight = 1 + object_weight * objects
+    return (error * weight).mean() / weight.mean()
+
+
 def reconstruction_losses(recon: torch.Tensor, video: torch.Tensor, objects: torch.Tensor | None = None,
                           object_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """recon, video: [B, 3, T, H, W] in -1..1; objects: [B, 1, T, H, W] 0/1 -> (weighted L1, 1 − SSIM), scalars.
-    Each pixel's L1 weighs 1 + object_weight·objects, divided by the mean weight (so the scale stays that of L1)."""
-    error = (recon - video).abs()
-    if objects is not None and object_weight > 0:
-        weight = 1 + object_weight * objects
-        l1 = (error * weight).mean() / weight.mean()
-    else:
-        l1 = error.mean()
+    """recon, video: [B, 3, T, H, W] in -1..1; objects: [B, 1, T, H, W] 0/1 -> (weighted L1, 1 − SSIM), scalars."""
+    l1 = object_weighted_mean((recon - video).abs(), objects, object_weight)
     frames = lambda v: ((v + 1) / 2).transpose(1, 2).flatten(0, 1)  # noqa: E731  [B*T, 3, H, W] in 0..1
     ssim = kornia.metrics.ssim(frames(recon), frames(video), SSIM_WINDOW).mean()
     return l1, 1 - ssim
@@ -96,8 +100,7 @@ def temporal_difference_loss(recon: torch.Tensor, video: torch.Tensor, objects: 
     if recon.shape[2] < 2:
         return recon.new_zeros(())
     error = (recon.diff(dim=2) - video.diff(dim=2)).abs()                      # [B, 3, T-1, H, W]
-    weight = 1 + object_weight * torch.maximum(objects[:, :, 1:], objects[:, :, :-1])
-    return (error * weight).mean() / weight.mean()
+    return object_weighted_mean(error, torch.maximum(objects[:, :, 1:], objects[:, :, :-1]), object_weight)
 
 
 def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -149,10 +152,15 @@ class VAETask(Task):
 
     def __init__(self, cfg: TrainConfig, device):
         self.cfg, v = cfg, cfg.vae
-        for key in ("l1_weight", "ssim_weight", "kl_weight", "object_weight", "temporal_weight"):
+        for key in ("l1_weight", "mse_weight", "ssim_weight", "kl_weight", "object_weight", "temporal_weight"):
             if getattr(v, key) < 0:
                 raise ConfigError(f"vae.{key} must be >= 0, got {getattr(v, key)}")
+        if not v.train_encoder and not v.init:
+            raise ConfigError("vae.train_encoder=false trains the decoder of an existing VAE: set vae.init to it")
         self.model = initial_vae(v, device)
+        if not v.train_encoder:
+            for part in encoder_side(self.model):
+                part.requires_grad_(False)  # the optimiser and the EMA take trainable parameters only
         if v.init_scheme not in INIT_SCHEMES:
             raise ConfigError(f"vae.init_scheme {v.init_scheme!r} is unknown; allowed: {list(INIT_SCHEMES)}")
         self.model.train()
@@ -179,7 +187,8 @@ class VAETask(Task):
 
     def loss(self, phase: str, batch: dict, step: int):
         v, video = self.cfg.vae, batch["video"].float()
-        mu, log_var = self.model.encode_moments(video)
+        with torch.set_grad_enabled(v.train_encoder):
+            mu, log_var = self.model.encode_moments(video)
         log_var = log_var.clamp(-30.0, 20.0)
         z = mu
         if v.sample_posterior:
@@ -191,11 +200,20 @@ class VAETask(Task):
         kl = kl_divergence(mu, log_var)
         loss = v.l1_weight * l1 + v.ssim_weight * dssim + v.kl_weight * kl
         logs = {"l1": l1.detach().item(), "one_minus_ssim": dssim.detach().item(), "kl": kl.detach().item()}
+        if v.mse_weight > 0:
+            mse = object_weighted_mean((recon - video).square(), objects, v.object_weight)
+            loss = loss + v.mse_weight * mse
+            logs["mse"] = mse.detach().item()
         if v.temporal_weight > 0:
             temporal = temporal_difference_loss(recon, video, objects, v.object_weight)
             loss = loss + v.temporal_weight * temporal
             logs["temporal"] = temporal.detach().item()
         return loss, logs
+
+
+def encoder_side(model: WanVAE) -> tuple[torch.nn.Module, ...]:
+    """The modules that map pixels to the posterior's moments (frozen by vae.train_encoder=false)."""
+    return model.encoder, model.conv1
 
 
 def decode_unclamped(model: WanVAE, z: torch.Tensor) -> torch.Tensor:
@@ -254,7 +272,11 @@ def finish(cfg: TrainConfig, device) -> dict:
     """Latent statistics into the config, save_vae, held-out PSNR."""
     v = cfg.vae
     model, used = trained_vae(cfg.run.output_dir, device)
-    mean, std = latent_statistics(model, WorldVideos(v.clips), max(1, v.stats_clips), device)
+    if v.train_encoder:
+        mean, std = latent_statistics(model, WorldVideos(v.clips), max(1, v.stats_clips), device)
+    else:  # the init's encoder, so its statistics: latents normalised with them stay valid
+        init_config = load_vae(v.init, device="cpu")[0].config
+        mean, std = list(init_config.latent_mean), list(init_config.latent_std)
     config = dataclasses.replace(model.config, latent_mean=tuple(mean), latent_std=tuple(std))
     final = WanVAE(config)
     final.load_state_dict(model.state_dict())  # the statistics are buffers of the config, not weights
