@@ -1,4 +1,5 @@
-"""benchmarks/quality/results.json is reproducible: re-generate a few clips from the committed checkpoints with the
+"""benchmarks/quality/results.json (the current chain) and checkpoints/causal-vae-chain/results.json (the chain before
+issue 16, kept with its models and VAE) are reproducible: re-generate a few clips from the committed checkpoints with the
 suite's own code (same grid, seed, CFG and decode), re-score them with the judge, and compare every dimension
 and the total with the stored per-clip scores.
 
@@ -15,7 +16,9 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUALITY = os.path.join(ROOT, "benchmarks", "quality")
-RESULTS = os.environ.get("SALT_QUALITY_RESULTS", os.path.join(QUALITY, "results.json"))
+RESULTS_FILES = ([os.environ["SALT_QUALITY_RESULTS"]] if os.environ.get("SALT_QUALITY_RESULTS") else
+                 [os.path.join(QUALITY, "results.json"),
+                  os.path.join(QUALITY, "checkpoints", "causal-vae-chain", "results.json")])
 # CPU fp32 with one thread is deterministic: re-runs reproduce the stored scores exactly (measured: 0 difference).
 TOLERANCE = 1e-3
 CASES = [("sc-dmd-8", 4, 0), ("dmd-4", 1, 1), ("salt-ar", 2, 0), ("salt-ar", 2, 1)]
@@ -25,20 +28,22 @@ def _path(p: str) -> str:
     return p if os.path.isabs(p) else os.path.join(ROOT, p)
 
 
-@pytest.fixture(scope="module")
-def stored():
+@pytest.fixture(scope="module", params=RESULTS_FILES, ids=lambda p: os.path.relpath(p, QUALITY))
+def stored(request):
     import json
 
-    if not os.path.isfile(RESULTS):
-        pytest.skip(f"{RESULTS} is not there yet (committed with the final models; run benchmarks/quality/evaluate.py)")
-    with open(RESULTS, encoding="utf-8") as fh:
+    path = request.param
+    if not os.path.isfile(path):
+        pytest.skip(f"{path} is not there yet (committed with the final models; run benchmarks/quality/evaluate.py)")
+    with open(path, encoding="utf-8") as fh:
         results = json.load(fh)
+    results["_file"] = path
     if "nfe" not in results:
-        pytest.skip(f"{RESULTS} has no NFE section (run evaluate.py with --sections including nfe)")
+        pytest.skip(f"{path} has no NFE section (run evaluate.py with --sections including nfe)")
     cfg = results["config"]
     for key in ("vae", "text_encoder"):
         if not os.path.isfile(_path(cfg[key])):
-            pytest.skip(f"{key} {cfg[key]} named by {RESULTS} is missing")
+            pytest.skip(f"{key} {cfg[key]} named by {path} is missing")
     return results
 
 
@@ -59,7 +64,7 @@ def bench(stored):
 def test_stored_clip_scores_are_reproduced(stored, bench, model, nfe, prompt):
     row = [c for c in stored["nfe"]["clips"] if (c["model"], c["nfe"], c["prompt"]) == (model, nfe, prompt)]
     if not row:
-        pytest.skip(f"{RESULTS} holds no clip for {model} at NFE {nfe}, prompt {prompt}")
+        pytest.skip(f"{stored['_file']} holds no clip for {model} at NFE {nfe}, prompt {prompt}")
     if not os.path.isfile(os.path.join(_path(stored["config"]["checkpoints"]), f"{model}.safetensors")):
         pytest.skip(f"checkpoint {model}.safetensors is not in {stored['config']['checkpoints']}")
     torch.set_num_threads(1)
@@ -87,7 +92,7 @@ def test_nfe_rows_are_the_mean_of_their_clips(stored):
 def test_stored_reference_scores_are_reproduced(stored, bench):
     """Section 0: the first prompt's real clip and its VAE reconstruction re-score to the stored per-clip totals."""
     if "reference" not in stored:
-        pytest.skip(f"{RESULTS} has no reference section (run evaluate.py with --sections including reference)")
+        pytest.skip(f"{stored['_file']} has no reference section (run evaluate.py with --sections including reference)")
     import reference
 
     torch.set_num_threads(1)

@@ -31,10 +31,11 @@ cp runs/world/salt_ar/model.safetensors salt_core/assets/default/dit.safetensors
 cp runs/world/vae_decoder/vae.safetensors salt_core/assets/default/vae.safetensors
 cp runs/world/text_encoder/text_encoder.safetensors salt_core/assets/default/text_encoder.safetensors
 
-# every model the quality benchmark judges (0.65 MB each), committed next to it
+# every model the quality benchmark judges (3.9 MB each), committed next to it
 mkdir -p benchmarks/quality/checkpoints
 for m in teacher:teacher teacher_ar:teacher-ar dmd_4:dmd-4 dmd_8:dmd-8 sc_dmd_8:sc-dmd-8 ar_dmd:ar-dmd salt_ar:salt-ar; do
   cp "runs/world/${m%%:*}/model.safetensors" "benchmarks/quality/checkpoints/${m##*:}.safetensors"
 done
+python benchmarks/quality/record_trained_with.py   # they decode with the default's VAE (stage 7's decoder)
 
 python benchmarks/quality/evaluate.py --checkpoints benchmarks/quality/checkpoints --prompts 32 --long-prompts 8 --threads 1

@@ -1,8 +1,10 @@
-"""Add the `salt_trained_with` record (VAE + text encoder by content hash, latent format) to the committed world-chain
-checkpoints and the embedded default's DiT, which were exported before the trainer wrote it. Every one of them was
-trained on latents of the world VAE with the world text encoder, i.e. the embedded default's vae.safetensors and
-text_encoder.safetensors (benchmarks/quality/chain.sh copies both there). Only the header changes: each file is
-rewritten atomically and re-read, and every tensor is checked to be bit-identical before the next.
+"""Write the `salt_trained_with` record (VAE + text encoder by content hash, latent format) into the committed world-
+chain checkpoints (benchmarks/quality/checkpoints/*.safetensors) and the embedded default's DiT: the embedded
+default's vae.safetensors and text_encoder.safetensors (benchmarks/quality/chain.sh copies both there). The
+trainer's own record names the VAE whose encoder built the latents (vae-local-fine.yaml's); the default's VAE is
+that VAE with its decoder trained further (vae-decoder.yaml: same encoder, same latent statistics), so it is the
+one to decode with. Only the header changes: each file is rewritten atomically and re-read, and every tensor is
+checked to be bit-identical before the next.
 
     python benchmarks/quality/record_trained_with.py
 """
