@@ -55,22 +55,23 @@ def test_info_says_what_the_model_was_trained_with(capsys):
     rc, out, _ = run(["info"], capsys)
     assert rc == 0
     assert "causal, chunks of 3 latent frames, 4 steps [1000, 750, 500, 250] shift 5" in out
-    assert "cache window 6, cache_relative positions" in out
+    assert "cache sink 3 + window 3, cache_relative positions" in out
 
 
 @needs_default
 def test_overriding_the_trained_policy_with_its_own_values_changes_nothing(tmp_path, capsys):
-    """`--policy window --window 6` used to switch the embedded default to absolute positions."""
+    """`--policy sink_window --sink 3 --window 3` (its own policy) used to switch the embedded default to absolute
+    positions."""
     from salt_core.video_io import read_mp4
 
     base = ["generate", "--prompt", "a red circle moves to the right", "--frames", "33", "--threads", "1"]
     assert run(base + ["--out", str(tmp_path / "a.mp4")], capsys)[0] == 0
-    rc, _, err = run(base + ["--out", str(tmp_path / "b.mp4"), "--policy", "window", "--window", "6", "--steps", "0",
-                             "--chunk-frames", "0"], capsys)
+    rc, _, err = run(base + ["--out", str(tmp_path / "b.mp4"), "--policy", "sink_window", "--sink", "3", "--window", "3",
+                             "--steps", "0", "--chunk-frames", "0"], capsys)
     assert rc == 0 and "note: cache" not in err  # nothing differs from the trained settings
     assert torch.equal(read_mp4(tmp_path / "a.mp4")[0], read_mp4(tmp_path / "b.mp4")[0])
-    rc, _, err = run(base + ["--out", str(tmp_path / "c.mp4"), "--window", "3"], capsys)
-    assert rc == 0 and "note: cache window_frames 3 (trained: 6)" in err
+    rc, _, err = run(base + ["--out", str(tmp_path / "c.mp4"), "--window", "6"], capsys)
+    assert rc == 0 and "note: cache window_frames 6 (trained: 3)" in err
 
 
 @needs_default

@@ -270,7 +270,7 @@ def test_cache_policy_node_gives_overrides_of_the_trained_policy(N, model):
     assert p == CacheOverrides(kind="sink_window", window_frames=6, sink_frames=2, positions="cache_relative",
                                recache_on_switch=False)
     shown = node.build("window", window_frames=3, model=model)
-    assert "trained with: window 6, cache_relative" in shown["ui"]["text"][0]
+    assert "trained with: sink 3 + window 3, cache_relative" in shown["ui"]["text"][0]
     with pytest.raises(ValueError, match="unknown; allowed"):
         node.build("lru")
 
@@ -278,7 +278,7 @@ def test_cache_policy_node_gives_overrides_of_the_trained_policy(N, model):
 def test_model_loader_shows_what_the_model_was_trained_with(N):
     shown = N["SaltModelLoader"]().load("(embedded default)")["ui"]["text"][0]
     assert shown.startswith("embedded-default: trained with causal, chunks of 3 latent frames, 4 steps")
-    assert "cache window 6, cache_relative positions" in shown
+    assert "cache sink 3 + window 3, cache_relative positions" in shown
 
 
 # ---- sampler ----------------------------------------------------------------------------------------------------

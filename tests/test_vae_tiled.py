@@ -15,7 +15,10 @@ from salt_core.vae import (DecodeCall, FeatureCache, PreviewDecoder, TiledStream
                            decode_preview, decode_tiled, estimate_decode_memory, plan_tiles, receptive_radius_px,
                            vae_preset)
 
-TRAINED = Path(salt_core.__file__).parent / "assets/default/vae.safetensors"
+# The causal world VAE benchmarks/results/vae_tiled.md measured (the embedded default's until issue 16), and the
+# embedded default's own (temporally local) VAE.
+TRAINED = Path(__file__).resolve().parents[1] / "benchmarks/quality/checkpoints/causal-vae-chain/vae.safetensors"
+DEFAULT = Path(salt_core.__file__).parent / "assets/default/vae.safetensors"
 
 
 def seeded(cfg: VAEConfig, seed: int = 0) -> WanVAE:
@@ -26,6 +29,11 @@ def seeded(cfg: VAEConfig, seed: int = 0) -> WanVAE:
 @pytest.fixture(scope="module")
 def trained():
     return load_vae(TRAINED)[0]
+
+
+@pytest.fixture(scope="module")
+def default():
+    return load_vae(DEFAULT)[0]
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +170,13 @@ def test_frame_attention_hands_sdpa_unit_stride_channels_so_it_never_builds_the_
 # streamed one at a time, cosine ramps. Measured in benchmarks/results/vae_tiled.md on the same weights and
 # latents (trained: 0.43 / 0.0047, 0.050 / 0.0008; micro: 42.7 / 0.82, 5.3 / 0.094; full
 # architecture at dim 8: 4.4 / 0.082); the bounds leave ~1.5x headroom. Random weights spread a change much
-# farther than trained ones, hence their larger errors.
+# farther than trained ones, hence their larger errors. The default's local VAE (measured here: 1.65 / 0.0042,
+# 0.124 / 0.0007 on the same clip) has a larger worst pixel at the smaller overlap (not investigated).
 TOLERANCES = [
     ("trained", (28, 38), 18, 8, 0.7, 0.008),
     ("trained", (24, 30), 18, 12, 0.1, 0.0015),
+    ("default", (28, 38), 18, 8, 2.5, 0.0065),
+    ("default", (24, 30), 18, 12, 0.19, 0.0011),
     ("micro", (32, 46), 18, 4, 65.0, 1.25),
     ("micro", (39, 43), 18, 8, 8.0, 0.15),  # 4 x 4 evenly spread tiles sharing 9 cells
     ("full_arch", (38, 51), 25, 12, 7.0, 0.13),
@@ -175,7 +186,7 @@ TOLERANCES = [
 @pytest.mark.parametrize("model,hw,tile,overlap,max_tol,mean_tol", TOLERANCES)
 def test_tiled_decode_stays_within_the_stated_tolerance(model, hw, tile, overlap, max_tol, mean_tol, request):
     vae = request.getfixturevalue(model)
-    z = world_latents(vae, 3, hw) if model == "trained" else random_latents(vae, 3, hw, seed=hw[0] * 1000 + hw[1])
+    z = world_latents(vae, 3, hw) if model in ("trained", "default") else random_latents(vae, 3, hw, seed=hw[0] * 1000 + hw[1])
     dec = TiledStreamingDecoder(vae, tile=tile, overlap=overlap)
     out = streamed(dec, z, [1, 1, 1])
     assert dec.plan.count >= 4 and hw[0] % tile and hw[1] % tile  # really tiled, sizes not multiples

@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 PROMPT = "a red ball bouncing on a blue background"
+DEFAULT_OUT = ROOT / "benchmarks/results/e2e_generate.md"
+BASELINE_IS = "the checkout before the optimisations"
 LINE = re.compile(r"wrote .*?: (\d+) frames .*?\(([\d.]+) s of video\).*?generate\+decode\+encode ([\d.]+) s")
 
 
@@ -90,7 +92,9 @@ def main() -> None:
                     help="also run each multi-thread configuration with OMP_WAIT_POLICY=PASSIVE")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--baseline", default=None, help="another checkout whose CLI is run too (before/after)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/e2e_generate.md"))
+    ap.add_argument("--baseline-is", default=BASELINE_IS,
+                    help="what the baseline checkout is, for the table's header")
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
     a = ap.parse_args()
     import torch
 
@@ -122,16 +126,20 @@ def main() -> None:
         cmd += " --passive"
     if a.baseline:
         cmd += " --baseline DIR"
+        if a.baseline_is != BASELINE_IS:
+            cmd += f" --baseline-is \"{a.baseline_is}\""
+    if Path(a.out).resolve() != DEFAULT_OUT.resolve():
+        cmd += f" --out {os.path.relpath(Path(a.out).resolve(), ROOT)}"
     lines = [
         "# End to end: `python -m salt_core generate` real-time factor on CPU",
         "",
-        f"Command: `{cmd}`" + (" (DIR = the checkout before the optimisations)" if a.baseline else ""),
+        f"Command: `{cmd}`" + (f" (DIR = {a.baseline_is})" if a.baseline else ""),
         "",
         f"Machine: {describe()}",
         "",
         f"`python -m salt_core generate --prompt \"{PROMPT}\" --out X.mp4 --threads N` with the default model "
         f"(64×64, {any_run['frames']} frames = {any_run['video_s']:.2f} s of video at 16 fps, 4 steps, chunks of 3 "
-        "latent frames, `tiny` VAE). Each row: median over "
+        "latent frames, the default's VAE). Each row: median over "
         f"{a.repeats} fresh processes (configurations interleaved run by run). RTF = seconds per second of video. "
         "\"work\" = the CLI's generate+decode+encode time (model loaded); \"whole command\" also counts Python "
         "start, `import torch` and model construction; CPU s = user+sys of the process and its ffmpeg child.",
