@@ -17,7 +17,7 @@ from salt_core.dit import WanDiT
 from salt_core.pipeline import DEFAULT_ASSETS, load_salt_model
 from training.export import export_state
 
-WORLD_TEACHER = Path(__file__).resolve().parents[1] / "benchmarks" / "quality" / "checkpoints" / "causal-vae-chain" / "teacher.safetensors"
+WORLD_TEACHER = Path(__file__).resolve().parents[1] / "benchmarks" / "quality" / "checkpoints" / "teacher.safetensors"
 pytestmark = pytest.mark.skipif(not WORLD_TEACHER.is_file(), reason="committed checkpoints absent")
 TEXT, VAE = DEFAULT_ASSETS / "text_encoder.safetensors", DEFAULT_ASSETS / "vae.safetensors"
 

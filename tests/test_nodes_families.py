@@ -18,7 +18,7 @@ from salt_core.pipeline import DEFAULT_ASSETS
 
 from test_nodes import N, fake_comfy, outputs  # noqa: F401  (fixtures: the node classes, a fake ComfyUI)
 
-WORLD = Path(__file__).resolve().parents[1] / "benchmarks" / "quality" / "checkpoints" / "causal-vae-chain" / "salt-ar.safetensors"
+WORLD = Path(__file__).resolve().parents[1] / "benchmarks" / "quality" / "checkpoints" / "salt-ar.safetensors"
 
 
 def salt_ll_layout(folder: Path) -> tuple[Path, WanDiT, WanDiT]:
