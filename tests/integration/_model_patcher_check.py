@@ -58,6 +58,7 @@ swapped = N["SaltModelLoader"]().load("(embedded default)", blocks_on_device=1)[
 out["swap_equal"] = torch.equal(sample(swapped, cond), want)
 out["swap_size"] = swapped.salt_patcher.model_size()
 out["swap_block_bytes"] = swapped.dit.block_swap.block_bytes()
+out["swap_streamed_blocks"] = len(swapped.dit.blocks) - 1  # one resident, the rest streamed (blocks are equal)
 
 vae = N["SaltVAELoader"]().load("(embedded default)")[0]
 N["SaltDecode"]().decode({"samples": want}, vae, chunk_frames=1)
