@@ -4,7 +4,6 @@ Wan-layout file with a umT5 text encoder and its CFG; bad input is one clear lin
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,14 @@ from safetensors.torch import save_file
 
 from salt_core.checkpoints import save_vae
 from salt_core.cli import main
-from salt_core.config import DiTConfig, dit_preset
+from salt_core.config import dit_preset
 from salt_core.dit import WanDiT
 from salt_core.pipeline import DEFAULT_ASSETS
 from salt_core.quant import comfyui_fp8_state_dict
 from salt_core.vae import WAN21_LATENT_FORMAT, WanVAE, vae_preset
 from salt_core.video_io import read_mp4
+
+from training.models import checkpoint_config
 
 from _umt5_helpers import randomised_encoder, tiny_config, train_spiece, transformers_names
 from conftest import perturbed
@@ -62,9 +63,7 @@ def test_a_recorded_checkpoint_samples_with_the_vae_and_text_encoder_it_was_trai
 
 def world_model() -> WanDiT:
     """A model of the world checkpoint's geometry (random weights)."""
-    with safe_open(str(WORLD), framework="pt") as f:
-        config = DiTConfig.from_dict(json.loads(f.metadata()["dit_config"]))
-    return WanDiT(config)
+    return WanDiT(checkpoint_config(str(WORLD)))
 
 
 def kohya_lora(path: Path, strength_of_noise: float = 0.2) -> Path:

@@ -29,10 +29,10 @@ def test_bundle_size_and_contents(model):
     assert model.sampling.causal and model.trained_policy is not None and model.trained_policy.kind == "sink_window"
 
 
-def _clip(model, prompt: str, seed: int) -> torch.Tensor:
+def _clip(model, prompt: str, seed: int, frames: int = 33) -> torch.Tensor:
     ctx, unknown = encode_prompt(model, prompt)
     assert unknown == []
-    chunks = (c.latents for c in stream_latents(model, ctx, width=64, height=64, frames=33, seed=seed))
+    chunks = (c.latents for c in stream_latents(model, ctx, width=64, height=64, frames=frames, seed=seed))
     return torch.cat(list(decode_stream(model, model.vae, chunks)), dim=0)  # [T, H, W, 3] in 0..1
 
 
@@ -47,12 +47,6 @@ def test_default_follows_the_prompted_background(model):
     assert brightness["grey"] > brightness["black"] + 0.15, brightness
 
 
-def _clip_frames(model, prompt: str, seed: int, frames: int) -> torch.Tensor:
-    ctx, _ = encode_prompt(model, prompt)
-    chunks = (c.latents for c in stream_latents(model, ctx, width=64, height=64, frames=frames, seed=seed))
-    return torch.cat(list(decode_stream(model, model.vae, chunks)), dim=0)  # [T, H, W, 3] in 0..1
-
-
 def test_default_draws_the_prompted_colour(model):
     """On a black background, the pixels that are not background are mostly of the prompted colour: the mean
     colour of the object pixels has its largest channel where the colour word says (the previous default's
@@ -60,7 +54,7 @@ def test_default_draws_the_prompted_colour(model):
     torch.set_num_threads(1)
     for colour, channel in (("red", 0), ("green", 1), ("blue", 2)):
         for seed in range(2):
-            clip = _clip_frames(model, f"a {colour} circle moves to the right on a black background", seed, 33)
+            clip = _clip(model, f"a {colour} circle moves to the right on a black background", seed)
             objects = clip[clip.amax(-1) > 0.3]  # [N, 3]
             assert len(objects) > 0.005 * clip[..., 0].numel(), (colour, seed, len(objects))
             mean = objects.mean(0)
@@ -72,7 +66,7 @@ def test_default_streams_past_its_training_length_without_a_flash(model):
     the first without the video's first frame in its cache, and the student drew a first-frame latent there: a
     4-frame flash (mean brightness 0.17 against 0.03-0.07). The trained sink keeps it: no frame stands out."""
     torch.set_num_threads(1)
-    clip = _clip_frames(model, "a red circle moves to the right on a black background", 0, 69)
+    clip = _clip(model, "a red circle moves to the right on a black background", 0, frames=69)
     brightness = clip.flatten(1).mean(1)[1:]  # frame 0 is the single-image first frame
     assert float(brightness.max()) < float(brightness.median()) + 0.05, [round(v, 3) for v in brightness.tolist()]
 

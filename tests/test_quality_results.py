@@ -1,5 +1,6 @@
-"""benchmarks/quality/results.json (the current chain) and checkpoints/causal-vae-chain/results.json (the chain before
-issue 16, kept with its models and VAE) are reproducible: re-generate a few clips from the committed checkpoints with the
+"""benchmarks/quality/results.json (the current chain) and checkpoints/causal-vae-chain/results.json (the chain
+before issue 16, kept with its models and VAE) are reproducible: re-generate a few clips from the committed
+checkpoints with the
 suite's own code (same grid, seed, CFG and decode), re-score them with the judge, and compare every dimension
 and the total with the stored per-clip scores.
 

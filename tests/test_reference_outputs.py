@@ -1,7 +1,8 @@
 """Bit identity of every sampling loop on the committed checkpoints.
 
 tests/data/reference_outputs.safetensors holds what the committed checkpoints (benchmarks/quality/checkpoints/
-causal-vae-chain and the embedded default) produced through each loop — the clip sampler (CFG, integer timesteps), the AR stream
+causal-vae-chain and the embedded default) produced through each loop — the clip sampler (CFG, integer
+timesteps), the AR stream
 (window / sink policies, prompt switches with and without re-cache, CFG), the bidirectional and autoregressive
 training rollouts with their gradients, the SC loss, cache-conditioned feature alignment, ODE pairs, the semigroup
 defect and the pipeline — recorded with the code before the sampling core became one denoiser / walk / chunk driver

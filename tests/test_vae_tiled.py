@@ -186,7 +186,8 @@ TOLERANCES = [
 @pytest.mark.parametrize("model,hw,tile,overlap,max_tol,mean_tol", TOLERANCES)
 def test_tiled_decode_stays_within_the_stated_tolerance(model, hw, tile, overlap, max_tol, mean_tol, request):
     vae = request.getfixturevalue(model)
-    z = world_latents(vae, 3, hw) if model in ("trained", "default") else random_latents(vae, 3, hw, seed=hw[0] * 1000 + hw[1])
+    trained = model in ("trained", "default")
+    z = world_latents(vae, 3, hw) if trained else random_latents(vae, 3, hw, seed=hw[0] * 1000 + hw[1])
     dec = TiledStreamingDecoder(vae, tile=tile, overlap=overlap)
     out = streamed(dec, z, [1, 1, 1])
     assert dec.plan.count >= 4 and hw[0] % tile and hw[1] % tile  # really tiled, sizes not multiples

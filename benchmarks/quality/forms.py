@@ -74,13 +74,11 @@ def main(argv=None) -> int:
         "",
         "Every student trains 3000 steps at batch 4 from the committed bidirectional teacher "
         "(benchmarks/quality/checkpoints/causal-vae-chain/teacher.safetensors) with the embedded default's text "
-        "encoder, the same "
-        "seed and learning rates (training/configs/world/*.yaml with the overrides in forms.sh). Judged like "
-        "RESULTS.md: the first held-out prompts, seed = prompt index, uniform K-step grid warped by shift 5, no "
-        "CFG, decoded by the world VAE the teacher was trained with, scored by training.judge (total in 0..1). "
-        "'minus baseline' is paired by "
-        "prompt (mean ± SE of the differences). This world's teacher has 2 blocks: the released TRD's "
-        "'block 20 of 40' becomes block 1 of 2.", "",
+        "encoder, the same seed and learning rates (training/configs/world/*.yaml with the overrides in forms.sh). "
+        "Judged like RESULTS.md: the first held-out prompts, seed = prompt index, uniform K-step grid warped by "
+        "shift 5, no CFG, decoded by the world VAE the teacher was trained with, scored by training.judge (total "
+        "in 0..1). 'minus baseline' is paired by prompt (mean ± SE of the differences). This world's teacher has "
+        "2 blocks: the released TRD's 'block 20 of 40' becomes block 1 of 2.", "",
         f"| model | {cols} | baseline | " + " | ".join(f"minus baseline, NFE {n}" for n in a.nfe) + " |",
         "|---|" + "---|" * (2 * len(a.nfe) + 1),
     ]

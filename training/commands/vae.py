@@ -274,9 +274,8 @@ def finish(cfg: TrainConfig, device) -> dict:
     model, used = trained_vae(cfg.run.output_dir, device)
     if v.train_encoder:
         mean, std = latent_statistics(model, WorldVideos(v.clips), max(1, v.stats_clips), device)
-    else:  # the init's encoder, so its statistics: latents normalised with them stay valid
-        init_config = load_vae(v.init, device="cpu")[0].config
-        mean, std = list(init_config.latent_mean), list(init_config.latent_std)
+    else:  # the init's encoder, so its statistics (the run's config carries them): latents built with them stay valid
+        mean, std = list(model.config.latent_mean), list(model.config.latent_std)
     config = dataclasses.replace(model.config, latent_mean=tuple(mean), latent_std=tuple(std))
     final = WanVAE(config)
     final.load_state_dict(model.state_dict())  # the statistics are buffers of the config, not weights
