@@ -21,7 +21,7 @@ from .kv_cache import CachePolicy
 from .sampling import NO_GUIDANCE, ChunkResult, Guidance, PromptSegment, collect_chunks, sample_clip, stream_ar
 from .sampling.settings import NO_OVERRIDES, SamplingOverrides, SamplingPlan, plan_sampling
 from .vae import WAN21_LATENT_FORMAT, FrameDecoder, LatentFormat, WanVAE, vae_preset
-from .validation import VAE_TIME, latent_frames_for, latent_size_for, pixel_frames_for
+from .validation import VAE_TIME, check_pixel_frames, latent_frames_for, latent_size_for, pixel_frames_for
 
 log = logging.getLogger("salt")
 
@@ -70,7 +70,8 @@ class SaltModel:
 
     def plan(self, overrides: SamplingOverrides, *, frames: int, height: int, width: int, batch: int = 1) -> SamplingPlan:
         """The settings a video of this size samples with: trained values + `overrides`, all checked up front."""
-        T, hw = latent_frames_for(frames), latent_size_for(height, width)
+        chunk = (overrides.chunk_frames or self.sampling.chunk_frames) if self.sampling.causal else None
+        T, hw = check_pixel_frames(frames, chunk), latent_size_for(height, width)
         c = self.dit.config
         self.dit.rope.check_grid(hw[0] // c.patch_size[1], hw[1] // c.patch_size[2])
         return plan_sampling(self.sampling, overrides, latent_frames=T, latent_hw=hw, batch=batch,

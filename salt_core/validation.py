@@ -1,6 +1,8 @@
 """Checks of user-facing generation parameters; each failure is a ValueError naming the parameter."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 VAE_TIME = 4
@@ -10,8 +12,12 @@ SIZE_MULTIPLE = 16  # VAE 8x times patch 2x
 
 def latent_frames_for(frames: int) -> int:
     """Pixel frames (4k+1) -> latent frames (k+1)."""
-    if not isinstance(frames, int) or frames < 1 or (frames - 1) % VAE_TIME:
-        raise ValueError(f"frames must be of the form 4k+1 (1, 5, 9, ..., 81, ...), got {frames!r}")
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be of the form 4k+1 (1, 5, 9, ..., 81, ...), a positive integer, got {frames!r}")
+    if (frames - 1) % VAE_TIME:
+        lower = frames - (frames - 1) % VAE_TIME
+        raise ValueError(f"frames must be of the form 4k+1 (1, 5, 9, ..., 81, ...), got {frames}: "
+                         f"the nearest are {lower} and {lower + VAE_TIME}")
     return (frames - 1) // VAE_TIME + 1
 
 
@@ -40,14 +46,34 @@ def divisors(n: int) -> list[int]:
     return small + large[::-1]
 
 
+def nearest_whole_chunk_frames(latent_frames: int, chunk_frames: int) -> list[int]:
+    """The pixel frame counts (4F·k − 3) of whole chunks just below and above `latent_frames` (the one below only
+    when it holds at least one chunk)."""
+    lower = (latent_frames // chunk_frames) * chunk_frames
+    return [pixel_frames_for(n) for n in (lower, lower + chunk_frames) if n >= 1]
+
+
+def check_pixel_frames(frames, chunk_frames: Optional[int] = None) -> int:
+    """`latent_frames_for`, whose refusal of a count that is not 4k+1 also names, for a causal model sampling
+    chunks of `chunk_frames` latent frames, the nearest counts that fill whole chunks."""
+    try:
+        return latent_frames_for(frames)
+    except ValueError as e:
+        if chunk_frames is None or isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise
+        nearest = nearest_whole_chunk_frames((frames - 1) // VAE_TIME + 1, chunk_frames)
+        raise ValueError(f"{e}; for this model's chunks of {chunk_frames} latent frames, the nearest that fill "
+                         f"whole chunks are {' and '.join(map(str, nearest))} "
+                         f"({4 * chunk_frames}k − 3 frames)") from None
+
+
 def check_chunking(latent_frames: int, chunk_frames: int) -> int:
     """The number of chunks; a length that does not fill whole chunks is refused, naming the nearest that do."""
     if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
         raise ValueError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
     if latent_frames % chunk_frames:
         F = chunk_frames
-        lower = (latent_frames // F) * F
-        nearest = [pixel_frames_for(n) for n in (lower, lower + F) if n >= 1]
+        nearest = nearest_whole_chunk_frames(latent_frames, F)
         sizes = divisors(latent_frames) if latent_frames <= 10**12 else []
         raise ValueError(
             f"{pixel_frames_for(latent_frames)} video frames ({latent_frames} latent frames) do not fill whole chunks "

@@ -108,6 +108,15 @@ def test_a_length_that_does_not_fill_whole_chunks_names_the_nearest_that_do(tmp_
     assert rc == 2 and "the nearest video frame counts that do are 33 and 45 (12k − 3 frames for chunks of 3)" in err
 
 
+@needs_default
+def test_a_length_that_is_not_4k_plus_1_names_the_nearest_counts_and_those_of_whole_chunks(tmp_path, capsys):
+    rc, _, err = run(["generate", "--prompt", "a red circle", "--frames", "40", "--out", str(tmp_path / "a.mp4")],
+                     capsys)
+    assert rc == 2 and "got 40: the nearest are 37 and 41" in err
+    assert "for this model's chunks of 3 latent frames, the nearest that fill whole chunks are 33 and 45" in err
+    assert not (tmp_path / "a.mp4").exists()
+
+
 def test_an_out_path_that_cannot_be_written_is_refused_before_sampling(tmp_path, capsys):
     rc, _, err = run(["generate", "--prompt", "x", "--out", str(tmp_path)], capsys)
     assert rc == 2 and "it is a folder; give a file name" in err

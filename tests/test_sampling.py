@@ -148,6 +148,21 @@ def test_prompt_schedule_errors(tiny_dit):
         ar(tiny_dit, a, chunk_frames=2)
 
 
+def test_a_pixel_frame_count_off_4k_plus_1_names_the_nearest_and_for_chunks_those_that_fill_them():
+    from salt_core.validation import check_pixel_frames
+
+    assert check_pixel_frames(33, 3) == 9 and check_pixel_frames(33) == 9
+    with pytest.raises(ValueError, match=r"got 10: the nearest are 9 and 13$"):
+        check_pixel_frames(10)                       # a bidirectional model: no chunk rule
+    with pytest.raises(ValueError, match=r"got 40: the nearest are 37 and 41; for this model's chunks of 3 latent "
+                                         r"frames, the nearest that fill whole chunks are 33 and 45 \(12k − 3"):
+        check_pixel_frames(40, 3)
+    with pytest.raises(ValueError, match=r"got 3: the nearest are 1 and 5; .* whole chunks are 5 \(8k − 3"):
+        check_pixel_frames(3, 2)                     # below the first whole chunk only the one above is named
+    with pytest.raises(ValueError, match="a positive integer, got True"):
+        check_pixel_frames(True, 3)
+
+
 # ---- classifier-free guidance: the formula, through one step ------------------------------------------
 #
 # One step from σ = 1 to 0 ends at x̂0 = x − v, so the sampler's output shows the guided flow prediction
