@@ -115,6 +115,10 @@ class AdamWConfig:
     grad_clip: float = opt(
         10.0, "Clip the global gradient norm to this value (0 = no clipping; norm still logged).", NON_NEGATIVE)
     warmup_steps: int = opt(0, "Linear learning-rate warmup over this many updates of this network.", NON_NEGATIVE)
+    cosine_updates: int = opt(
+        0, "After the warmup, a cosine decay of the learning rate from lr to lr·final_lr_ratio over this many "
+           "updates of this network, then held there (0 = constant lr).", NON_NEGATIVE)
+    final_lr_ratio: float = opt(0.1, "The cosine decay's end, as a fraction of lr.", FRACTION)
 
 
 @dataclass(frozen=True)
@@ -349,6 +353,11 @@ class VAETrainConfig:
     temporally_local: bool = opt(
         False, "Train a temporally local VAE (VAEConfig.temporally_local: each latent frame's group of 4 pixel "
                "frames encoded and decoded from its own frames only; also applied to an init checkpoint).")
+    decoder_context: int = opt(
+        0, "Latent frames before each one that a temporally local decoder's trunk also sees (VAEConfig."
+           "decoder_context; 1 lets it spread the motion between two latent frames over a group's 4 pixel frames; "
+           "also applied to an init checkpoint). Train it on clips of >= 9 frames so that a group's context is a "
+           "group, not only the first frame.", NON_NEGATIVE)
     clips: WorldClipsConfig = opt(WorldClipsConfig(), "Training clips from the synthetic world.")
     max_start_frame: int = opt(
         0, "Each training clip starts at a world frame drawn per clip from 0..max_start_frame (0 = every clip "

@@ -17,10 +17,14 @@ def build_adamw(module: nn.Module, cfg: AdamWConfig) -> torch.optim.AdamW:
 
 
 def lr_at(cfg: AdamWConfig, updates: int) -> float:
-    """Linear warmup over `warmup_steps` updates, then constant."""
-    if cfg.warmup_steps <= 0:
+    """The learning rate of update number `updates` (0-based): linear warmup over `warmup_steps` updates, then
+    constant, or a cosine from lr down to lr·final_lr_ratio over the next `cosine_updates` updates, then held."""
+    if updates < cfg.warmup_steps:
+        return cfg.lr * (updates + 1) / cfg.warmup_steps
+    if cfg.cosine_updates <= 0:
         return cfg.lr
-    return cfg.lr * min(1.0, (updates + 1) / cfg.warmup_steps)
+    done = min(1.0, (updates - cfg.warmup_steps) / cfg.cosine_updates)
+    return cfg.lr * (cfg.final_lr_ratio + (1.0 - cfg.final_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * done)))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

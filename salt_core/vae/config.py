@@ -31,6 +31,10 @@ class VAEConfig:
     latent frame depends on the whole past; True zeroes those past taps at every group boundary, so latent frame
     k >= 1 is encoded from pixel frames 4k-3..4k only and decoded from latent frame k only (frame 0 from frame 0):
     same weights and shapes, no drift over long streams, and short clips train it for any length.
+    `decoder_context` (temporally local only): latent frames before each one that the decoder's trunk (its
+    latent-resolution part) also sees, each window computed from zeros before it. 0 decodes latent frame k
+    from itself alone, so a group's 4 frames come from one snapshot; 1 lets the decoder read the motion
+    between latent frames k-1 and k and spread it over the group, and the past still ends one frame back.
     """
 
     dim: int = 96
@@ -42,6 +46,7 @@ class VAEConfig:
     latent_mean: tuple[float, ...] = WAN21_LATENT_MEAN
     latent_std: tuple[float, ...] = WAN21_LATENT_STD
     temporally_local: bool = False
+    decoder_context: int = 0
 
     def __post_init__(self) -> None:
         for name, kind in (("dim_mult", int), ("temporal_downsample", bool),
@@ -53,6 +58,12 @@ class VAEConfig:
             object.__setattr__(self, "latent_std", (1.0,) * self.z_dim)
         if not isinstance(self.temporally_local, bool):
             raise ValueError(f"VAEConfig: temporally_local={self.temporally_local!r} must be true or false")
+        if isinstance(self.decoder_context, bool) or not isinstance(self.decoder_context, int) \
+                or self.decoder_context < 0:
+            raise ValueError(f"VAEConfig: decoder_context={self.decoder_context!r} must be an integer >= 0")
+        if self.decoder_context and not self.temporally_local:
+            raise ValueError(f"VAEConfig: decoder_context={self.decoder_context} needs temporally_local=true (a Wan "
+                             "2.1 decoder already sees the whole past)")
 
         if self.dim <= 0 or self.dim % 2:
             raise ValueError(f"VAEConfig: dim={self.dim} must be a positive even number")

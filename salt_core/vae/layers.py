@@ -26,6 +26,7 @@ class FeatureCache:
     def __init__(self) -> None:
         self._frames: dict[nn.Module, Tensor] = {}
         self._started: set[nn.Module] = set()
+        self._inputs: dict[nn.Module, Tensor] = {}  # a part's last input frames, for windows over the past
 
     def get(self, layer: nn.Module) -> Tensor | None:
         return self._frames.get(layer)
@@ -40,9 +41,18 @@ class FeatureCache:
         self._started.add(layer)
         return True
 
+    def past_inputs(self, part: nn.Module) -> Tensor | None:
+        """The input frames `part` kept with `keep_inputs` (None at the start of a stream)."""
+        return self._inputs.get(part)
+
+    def keep_inputs(self, part: nn.Module, frames: Tensor) -> None:
+        """Keep `part`'s last input frames for the next call of this stream (not zeroed by `start_group`)."""
+        self._inputs[part] = frames
+
     def reset(self) -> None:
         self._frames.clear()
         self._started.clear()
+        self._inputs.clear()
 
     def start_group(self) -> None:
         """Zero every kept past frame (shapes and the started layers stay): the next chunk is computed as if
@@ -52,7 +62,8 @@ class FeatureCache:
             self._frames[layer] = torch.zeros_like(frames)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._frames.values())
+        kept = [*self._frames.values(), *self._inputs.values()]
+        return sum(t.numel() * t.element_size() for t in kept)
 
 
 _MKLDNN = torch.backends.mkldnn.is_available()

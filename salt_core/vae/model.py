@@ -82,6 +82,7 @@ class Decoder3d(nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
         self.temporally_local = cfg.temporally_local
+        self.context = cfg.decoder_context
         mult = (cfg.dim_mult[-1], *reversed(cfg.dim_mult))
         dims = [cfg.dim * m for m in mult]
         temporal_upsample = tuple(reversed(cfg.temporal_downsample))
@@ -122,7 +123,20 @@ class Decoder3d(nn.Module):
 
     def trunk(self, x: Tensor, cache: FeatureCache) -> Tensor:
         """The part at latent resolution with frame-wide attention: [B, z, t, h, w] -> [B, C, t, h, w]."""
+        if self.temporally_local and self.context:
+            return self._trunk_in_windows(x, cache)
         return self._per_group(self._trunk, x, cache)
+
+    def _trunk_in_windows(self, x: Tensor, cache: FeatureCache) -> Tensor:
+        """Latent frame k's features from the window of frames k-context..k (fewer at the stream's start), each
+        window starting a new group: the frames before the chunk come from the stream's cache."""
+        past = cache.past_inputs(self.conv1)                           # [B, z, <= context, h, w] or None
+        frames = x if past is None else torch.cat([past, x], dim=2)
+        first = frames.shape[2] - x.shape[2]
+        out = [self._trunk(cache_group(frames[:, :, max(0, k - self.context):k + 1], cache), cache)[:, :, -1:]
+               for k in range(first, frames.shape[2])]
+        cache.keep_inputs(self.conv1, frames[:, :, -self.context:])
+        return torch.cat(out, dim=2)
 
     def upsample(self, x: Tensor, cache: FeatureCache) -> Tensor:
         """The purely convolutional rest (local: a finite spatial receptive field, no attention):

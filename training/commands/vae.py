@@ -125,21 +125,27 @@ def psnr(recon: torch.Tensor, video: torch.Tensor, mask: torch.Tensor | None = N
 
 def initial_vae(v, device) -> WanVAE:
     """The model a run starts from: vae.init's weights, or a fresh vae.preset with the width / depth overrides;
-    either way temporally local as vae.temporally_local says."""
+    either way temporally local (and with the decoder context) as vae.temporally_local (vae.decoder_context) says."""
     if v.init:
         if not os.path.isfile(v.init):
             raise ConfigError(f"vae.init {v.init!r}: no such VAE checkpoint")
         model, _ = load_vae(v.init, device=device)
-        config = dataclasses.replace(model.config, temporally_local=v.temporally_local)
+        try:
+            config = dataclasses.replace(model.config, temporally_local=v.temporally_local,
+                                         decoder_context=v.decoder_context)
+        except ValueError as e:
+            raise ConfigError(f"vae.init {v.init!r} with vae.temporally_local / vae.decoder_context: {e}") from None
         state = model.state_dict()
     else:
         try:
             preset = vae_preset(v.preset)
             sizes = {"dim": v.dim, "dim_mult": v.dim_mult, "num_res_blocks": v.num_res_blocks}
             config = dataclasses.replace(preset, temporally_local=v.temporally_local,
+                                         decoder_context=v.decoder_context,
                                          **{k: value for k, value in sizes.items() if value})
         except ValueError as e:
-            raise ConfigError(f"vae.preset {v.preset!r} with dim / dim_mult / num_res_blocks: {e}") from None
+            raise ConfigError(f"vae.preset {v.preset!r} with dim / dim_mult / num_res_blocks / "
+                              f"decoder_context: {e}") from None
         state = None
     model = WanVAE(config)
     if state is not None:
