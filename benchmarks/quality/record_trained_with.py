@@ -2,8 +2,8 @@
 chain checkpoints (benchmarks/quality/checkpoints/*.safetensors) and the embedded default's DiT: the embedded
 default's vae.safetensors and text_encoder.safetensors (benchmarks/quality/chain.sh copies both there). The
 trainer's own record names the VAE whose encoder built the latents (vae-local-fine.yaml's); the default's VAE is
-that VAE with its decoder trained further (vae-decoder.yaml: same encoder, same latent statistics), so it is the
-one to decode with. Only the header changes: each file is rewritten atomically and re-read, and every tensor is
+that VAE with its decoder trained further (vae-decoder.yaml, then vae-decoder-temporal.yaml: same encoder, same
+latent statistics), so it is the one to decode with. Only the header changes: each file is rewritten atomically and re-read, and every tensor is
 checked to be bit-identical before the next.
 
     python benchmarks/quality/record_trained_with.py
