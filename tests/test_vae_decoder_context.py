@@ -13,19 +13,9 @@ from training.commands.vae import initial_vae
 from training.config import VAETrainConfig
 from training.config_load import ConfigError
 
-LOCAL = VAEConfig(dim=8, z_dim=4, dim_mult=(1, 2, 2, 2), num_res_blocks=1, latent_mean=(), latent_std=(),
-                  temporally_local=True)
+from test_world_vae_local import LOCAL, randomized  # the micro local VAE and its all-random weights
+
 CONTEXT = dataclasses.replace(LOCAL, decoder_context=1)
-
-
-def randomized(cfg: VAEConfig, seed: int = 0) -> WanVAE:
-    """Every parameter random (the zero-started attention projections too), so every path carries signal."""
-    model = WanVAE(cfg).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) / max(1, p[0].numel()) ** 0.5)
-    return model
 
 
 def latents(frames: int, seed: int, side: int = 2) -> torch.Tensor:
