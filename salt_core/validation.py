@@ -10,9 +10,13 @@ VAE_SPACE = 8
 SIZE_MULTIPLE = 16  # VAE 8x times patch 2x
 
 
+def _is_positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
 def latent_frames_for(frames: int) -> int:
     """Pixel frames (4k+1) -> latent frames (k+1)."""
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+    if not _is_positive_int(frames):
         raise ValueError(f"frames must be of the form 4k+1 (1, 5, 9, ..., 81, ...), a positive integer, got {frames!r}")
     if (frames - 1) % VAE_TIME:
         lower = frames - (frames - 1) % VAE_TIME
@@ -59,7 +63,7 @@ def check_pixel_frames(frames, chunk_frames: Optional[int] = None) -> int:
     try:
         return latent_frames_for(frames)
     except ValueError as e:
-        if chunk_frames is None or isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        if chunk_frames is None or not _is_positive_int(frames):  # not a count at all: the plain refusal
             raise
         nearest = nearest_whole_chunk_frames((frames - 1) // VAE_TIME + 1, chunk_frames)
         raise ValueError(f"{e}; for this model's chunks of {chunk_frames} latent frames, the nearest that fill "
