@@ -17,15 +17,17 @@ LATENT = (16, 3, 4, 4)  # C, T, H, W: 3 latent frames of 2x2 tokens
 PROMPTS = ["red circle moves left", "blue square moves right", "green triangle moves up", "red square"]
 
 
-def tiny_teacher(path: str, *, seed: int = 0, config: DiTConfig | None = None) -> str:
-    """A random (perturbed, so nothing is zero) tiny WanDiT saved in our format."""
+def tiny_teacher(path: str, *, seed: int = 0, config: DiTConfig | None = None,
+                 sampling: SamplingDefaults | None = None) -> str:
+    """A random (perturbed, so nothing is zero) tiny WanDiT saved in our format (as a bidirectional teacher of
+    the 4-point grid unless `sampling` says otherwise)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = WanDiT(config or dit_preset("tiny"))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return save_dit(path, model, SamplingDefaults(causal=False, timesteps=(1000.0, 750.0, 500.0, 250.0)))
+    return save_dit(path, model, sampling or SamplingDefaults(causal=False, timesteps=(1000.0, 750.0, 500.0, 250.0)))
 
 
 def latents(folder: str, count: int = 8) -> str:

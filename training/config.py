@@ -101,7 +101,8 @@ class ModelConfig:
     preset: str = opt("", "DiT preset for a fresh model (salt_core DIT_PRESETS, e.g. 'tiny'); '' = take it from init.")
     init: str = opt("", "Weights to start from: a checkpoint path, 'teacher' (a copy of the teacher), or '' (random).")
     causal: bool = opt(False, "Train/run the network block-causally over chunks of ar.chunk_frames "
-                       "(AR student/teacher).")
+                       "(AR student/teacher); in dmd / sc-dmd / salt-ar, teacher and critic: score each chunk "
+                       "given its clean past (an AR teacher, its checkpoint's chunks and cache policy).")
     gradient_checkpointing: bool = opt(False, "Recompute block activations in backward to save memory.")
     attention_backend: str = opt("sdpa", "Attention backend passed to WanDiT ('sdpa', 'sage', 'flash').")
 

@@ -2,15 +2,19 @@
 
 Each step: the student is updated every `dmd.student_every` steps, the critic every step (Self Forcing's
 order: student first). Student phase: roll the student out from noise with gradient on one random exit
-step, L = L_DMD (teacher with CFG vs critic) [+ λ_SC·L_SC on the SC triplet of the sampled K-step grid,
+step, L = L_DMD (teacher with CFG vs critic; an AR teacher
+(`teacher.causal`) and its causal critic score each chunk given its clean past, losses/causal_score.py) [+ λ_SC·L_SC on the SC triplet of the sampled K-step grid,
 from the rollout's own state]. Critic phase: a no-grad rollout, flow denoising loss of the critic.
 
 Randomness: `shared` draws (K, exit step, SC pair) are the same on every rank; noise is per rank.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
+from salt_core.checkpoints import inspect_dit
 from salt_core.sampling import Denoiser, Guidance, Walk, draw
 from salt_core.schedules import StepGrid, timestep_convention
 
@@ -18,6 +22,7 @@ from ..config import TrainConfig
 from ..config_load import ConfigError
 from ..distributed import DistContext
 from ..trainer import MICRO_BATCH
+from ..losses.causal_score import CausalScoring, teacher_forced
 from ..losses.critic import flow_denoising_loss
 from ..losses.dmd import dmd_term
 from ..losses.self_consistency import SCForm, sc_term, sc_triplet
@@ -43,6 +48,35 @@ def check_distill(cfg: TrainConfig) -> None:
         raise ConfigError(f"dmd.exit_step must be 'random' or a step index >= 0, got {d.exit_step}")
 
 
+def causal_scoring(cfg: TrainConfig) -> Optional[CausalScoring]:
+    """How the teacher and the critic score a student's clip: None = whole clips (a bidirectional teacher), else
+    chunk by chunk given the clean past (`teacher.causal: true`, an AR teacher), in the chunks and cache policy
+    the teacher's checkpoint records that it was trained under. Checked before any weights load."""
+    sampling = inspect_dit(cfg.teacher.init).sampling
+    if not cfg.teacher.causal:
+        if sampling.causal:
+            raise ConfigError(f"teacher.init {cfg.teacher.init} is an AR teacher (trained block-causally over chunks "
+                              f"of {sampling.chunk_frames} latent frames): set teacher.causal: true (and "
+                              "critic.causal: true) to score chunk by chunk, or give a bidirectional teacher")
+        if cfg.critic.causal:
+            raise ConfigError("critic.causal must be false with a bidirectional teacher: the critic scores whole "
+                              "clips, like the teacher")
+        return None
+    if not sampling.causal:
+        raise ConfigError(f"teacher.causal is true but teacher.init {cfg.teacher.init} records a bidirectional "
+                          "model (sampling.causal false): give an AR teacher or set teacher.causal: false")
+    if sampling.cache is None:
+        raise ConfigError(f"teacher.init {cfg.teacher.init} records no cache policy, so the clean past each chunk "
+                          "saw in training is not known; save it with the trainer's `teacher` command")
+    if not cfg.critic.causal:
+        raise ConfigError("teacher.causal is true, so critic.causal must be true: the critic scores each chunk "
+                          "given its clean past, like the teacher")
+    if cfg.trd.weight > 0:
+        raise ConfigError("trd.weight > 0 needs a bidirectional teacher: TRD's Gram features come from a "
+                          "whole-clip teacher pass")
+    return CausalScoring(sampling.chunk_frames, sampling.cache)
+
+
 class DistillTask(StudentTask):
     """Teacher (frozen), critic and student; shared by dmd, sc-dmd and salt-ar."""
 
@@ -57,12 +91,11 @@ class DistillTask(StudentTask):
             want = "true" if self.causal_student else "false"
             raise ConfigError(f"`{command}` needs student.causal: {want}"
                               + (" (use salt-ar for causal students)" if cfg.student.causal else ""))
-        if cfg.critic.causal:
-            raise ConfigError("critic.causal must be false: the critic scores whole clips, like the teacher")
         if cfg.distributed.offload_teacher and not (cfg.distributed.strategy == "fsdp" and ctx.enabled):
             raise ConfigError("distributed.offload_teacher keeps the teacher's FSDP shards in CPU memory: it needs "
                               "distributed.strategy fsdp under torchrun with 2+ processes")
         tconfig = checkpoint_config(cfg.teacher.init)
+        self.scoring = causal_scoring(cfg)
         configs = {"teacher": tconfig, "student": resolve_config("student", cfg.student, tconfig),
                    "critic": resolve_config("critic", cfg.critic, tconfig)}
         check_compatible(configs)
@@ -70,6 +103,8 @@ class DistillTask(StudentTask):
         self.data = load_data(cfg, ("prompts", "latents"), sconfig.in_dim, sconfig.text_dim)
         for role, c in configs.items():
             chunk = cfg.ar.chunk_frames if role == "student" and self.causal_student else None
+            if role != "student" and self.scoring is not None:
+                chunk = self.scoring.chunk_frames
             check_data_fits(c, self.data.latent_shape, self.data.text_dim, chunk, f"data.path {cfg.data.path} ({role})")
         self.configs = configs
         self.check_extra()
@@ -129,11 +164,17 @@ class DistillTask(StudentTask):
         return draw_exit_step(steps, g) if e == "random" else min(int(e), steps - 1)
 
     def dmd(self, x: torch.Tensor, ctx, guidance: Guidance, g: torch.Generator):
-        real = Denoiser.for_clip(self.teacher, ctx, guidance)
-        return dmd_term(x, real, Denoiser.for_clip(self.critic, ctx), self.levels, g)
+        """L_DMD on the student's clip x: whole-clip scores, or each chunk's given its clean past (AR teacher)."""
+        if self.scoring is None:
+            real, fake = Denoiser.for_clip(self.teacher, ctx, guidance), Denoiser.for_clip(self.critic, ctx)
+        else:
+            real = teacher_forced(self.teacher, x, ctx, self.scoring, guidance)
+            fake = teacher_forced(self.critic, x, ctx, self.scoring)
+        return dmd_term(x, real, fake, self.levels, g)
 
     def critic_loss(self, x: torch.Tensor, ctx, g: torch.Generator):
-        return flow_denoising_loss(self.critic, x.detach(), ctx, levels=self.levels, generator=g)
+        causal = self.scoring.critic_training() if self.scoring is not None else None
+        return flow_denoising_loss(self.critic, x.detach(), ctx, levels=self.levels, generator=g, causal=causal)
 
     def sc_transition(self) -> str:
         t = self.cfg.sc.transition

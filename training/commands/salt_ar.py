@@ -9,7 +9,8 @@ Student phase:
   (ours) — every previous chunk walks a K-step grid with K drawn from `ar.cache_step_counts` (mixed-quality
   caches), the current chunk K from `grid.step_counts`; 'per_rollout' (Salt's release) — one K from
   `grid.step_counts` / `grid.step_probs` and one exit index for every chunk.
-* L_DMD on the whole clip (bidirectional teacher with CFG vs critic);
+* L_DMD on the whole clip (the teacher with CFG vs critic; an AR teacher and its critic score each chunk given
+  its clean past, `teacher.causal`);
 * λ_SC·L_SC: `sc.form` 'semigroup' (ours) on the current chunk from its own rollout state against the rollout's
   cache; 'endpoint' / 'average_velocity' (the release's) on every gradient chunk's exit forward;
 * λ_FA·L_FA (ours): the current chunk's input under C_low (K = ar.fa_low_steps) pulled toward C_high
