@@ -1,8 +1,8 @@
-"""benchmarks/quality/results.json (the current chain) and checkpoints/causal-vae-chain/results.json (the chain
-before issue 16, kept with its models and VAE) are reproducible: re-generate a few clips from the committed
-checkpoints with the
-suite's own code (same grid, seed, CFG and decode), re-score them with the judge, and compare every dimension
-and the total with the stored per-clip scores.
+"""benchmarks/quality/results.json (the current chain), ar-teacher-score/results.json (the students scored by the AR
+teacher) and checkpoints/causal-vae-chain/results.json (the chain before issue 16, kept with its models and VAE)
+are reproducible: re-generate a few clips from the committed checkpoints with the suite's own code (same grid,
+seed, CFG and decode), re-score them with the judge, and compare every dimension and the total with the stored
+per-clip scores.
 
 Skips (with the reason) while results.json or the checkpoints it names are not committed. To check another run:
 SALT_QUALITY_RESULTS=/path/to/results.json (its config names the checkpoints, VAE and text encoder used;
@@ -19,10 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUALITY = os.path.join(ROOT, "benchmarks", "quality")
 RESULTS_FILES = ([os.environ["SALT_QUALITY_RESULTS"]] if os.environ.get("SALT_QUALITY_RESULTS") else
                  [os.path.join(QUALITY, "results.json"),
+                  os.path.join(QUALITY, "ar-teacher-score", "results.json"),
                   os.path.join(QUALITY, "checkpoints", "causal-vae-chain", "results.json")])
 # CPU fp32 with one thread is deterministic: re-runs reproduce the stored scores exactly (measured: 0 difference).
 TOLERANCE = 1e-3
-CASES = [("sc-dmd-8", 4, 0), ("dmd-4", 1, 1), ("salt-ar", 2, 0), ("salt-ar", 2, 1)]
+CASES = [("sc-dmd-8", 4, 0), ("dmd-4", 1, 1), ("salt-ar", 2, 0), ("salt-ar", 2, 1), ("salt-ar-tf", 4, 0),
+         ("dmd-4-tf", 2, 1)]
 
 
 def _path(p: str) -> str:

@@ -25,6 +25,8 @@ python -m training dmd     --config $W/dmd-8.yaml $T               # DMD, 8-poin
 python -m training sc-dmd  --config $W/sc-dmd-8.yaml $T            # Salt SC-DMD, 8-point grid
 python -m training salt-ar --config $W/ar-dmd.yaml $T              # AR baseline (Self Forcing-style DMD)
 python -m training salt-ar --config $W/salt-ar.yaml $T             # Salt-AR (cache-aware)
+python -m training dmd     --config $W/dmd-4-tf.yaml $T            # DMD-4 scored by the AR teacher
+python -m training salt-ar --config $W/salt-ar-tf.yaml $T          # Salt-AR from and scored by the AR teacher
 
 # the embedded default: the AR Salt student + its VAE + text encoder
 mkdir -p salt_core/assets/default
@@ -34,7 +36,8 @@ cp runs/world/text_encoder/text_encoder.safetensors salt_core/assets/default/tex
 
 # every model the quality benchmark judges (3.9 MB each), committed next to it
 mkdir -p benchmarks/quality/checkpoints
-for m in teacher:teacher teacher_ar:teacher-ar dmd_4:dmd-4 dmd_8:dmd-8 sc_dmd_8:sc-dmd-8 ar_dmd:ar-dmd salt_ar:salt-ar; do
+for m in teacher:teacher teacher_ar:teacher-ar dmd_4:dmd-4 dmd_8:dmd-8 sc_dmd_8:sc-dmd-8 ar_dmd:ar-dmd salt_ar:salt-ar \
+         dmd_4_tf:dmd-4-tf salt_ar_tf:salt-ar-tf; do
   cp "runs/world/${m%%:*}/model.safetensors" "benchmarks/quality/checkpoints/${m##*:}.safetensors"
 done
 python benchmarks/quality/record_trained_with.py   # they decode with the default's VAE (stage 7's decoder)

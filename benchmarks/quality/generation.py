@@ -27,10 +27,11 @@ from training.judge import score_clip
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
-MODELS = ("teacher", "teacher-ar", "dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt-ar")
+# "-tf": scored by the AR teacher, each chunk given its clean past (training/configs/world/*-tf.yaml)
+MODELS = ("teacher", "teacher-ar", "dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt-ar", "dmd-4-tf", "salt-ar-tf")
 TEACHERS = ("teacher", "teacher-ar")
-STUDENTS = ("dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt-ar")
-AR_STUDENTS = ("ar-dmd", "salt-ar")
+STUDENTS = ("dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt-ar", "dmd-4-tf", "salt-ar-tf")
+AR_STUDENTS = ("ar-dmd", "salt-ar", "salt-ar-tf")
 NFES = (1, 2, 4, 8)
 TEACHER_STEPS = 50
 SHIFT = 5.0
