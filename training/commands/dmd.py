@@ -2,9 +2,10 @@
 
 Each step: the student is updated every `dmd.student_every` steps, the critic every step (Self Forcing's
 order: student first). Student phase: roll the student out from noise with gradient on one random exit
-step, L = L_DMD (teacher with CFG vs critic; an AR teacher
-(`teacher.causal`) and its causal critic score each chunk given its clean past, losses/causal_score.py) [+ λ_SC·L_SC on the SC triplet of the sampled K-step grid,
+step, L = L_DMD (teacher with CFG vs critic) [+ λ_SC·L_SC on the SC triplet of the sampled K-step grid,
 from the rollout's own state]. Critic phase: a no-grad rollout, flow denoising loss of the critic.
+An AR teacher (`teacher.causal`) and its critic (`critic.causal`) score each chunk given its clean past
+(losses/causal_score.py); the critic then learns by the same teacher-forcing loss.
 
 Randomness: `shared` draws (K, exit step, SC pair) are the same on every rank; noise is per rank.
 """
