@@ -9,7 +9,7 @@ from salt_core.config import SamplingDefaults
 from salt_core.kv_cache import CachePolicy
 from salt_core.sampling import Guidance
 from training.commands import dmd as dmd_command
-from training.losses.causal_score import CausalScoring, teacher_forced
+from training.losses.causal_score import teacher_forced
 from training.losses.critic import CausalTraining
 
 from conftest import rel_err
@@ -51,7 +51,7 @@ def test_teacher_forced_x0_equals_cached_generation_from_the_clean_past(tiny_dit
     sigma = torch.tensor([0.8, 0.3])
     guidance = Guidance(scale, neg) if scale != 1.0 else Guidance()
     with torch.no_grad():
-        got = teacher_forced(tiny_dit, clean, ctx, CausalScoring(F, policy), guidance).x0(x_t, sigma)
+        got = teacher_forced(tiny_dit, clean, ctx, CausalTraining(F, "teacher_forcing", policy), guidance).x0(x_t, sigma)
         want = cached_x0(tiny_dit, clean, x_t, sigma, ctx, policy, F, guidance)
     assert rel_err(got, want) < 1e-5
 
@@ -61,7 +61,7 @@ def test_a_chunk_is_scored_from_its_own_noise_and_the_clean_past_only(tiny_dit):
     g = torch.Generator().manual_seed(2)
     clean, x_t, ctx = torch.randn(1, 16, T, 4, 4, generator=g), torch.randn(1, 16, T, 4, 4, generator=g), \
         torch.randn(1, 5, 32, generator=g)
-    scoring, sigma = CausalScoring(F, CachePolicy("full")), torch.tensor([0.7])
+    scoring, sigma = CausalTraining(F, "teacher_forcing", CachePolicy("full")), torch.tensor([0.7])
 
     def x0(c, x):
         with torch.no_grad():
@@ -82,7 +82,7 @@ def test_a_chunk_is_scored_from_its_own_noise_and_the_clean_past_only(tiny_dit):
 def test_teacher_forced_refuses_a_clip_the_chunks_do_not_fill(tiny_dit):
     with pytest.raises(ValueError, match="5 latent frames are not a multiple of the teacher's chunk_frames=2"):
         teacher_forced(tiny_dit, torch.zeros(1, 16, 5, 4, 4), torch.zeros(1, 5, 32),
-                       CausalScoring(2, CachePolicy("full")))
+                       CausalTraining(2, "teacher_forcing", CachePolicy("full")))
 
 
 AR_SAMPLING = SamplingDefaults(causal=True, chunk_frames=1, cache=CachePolicy("window", window_frames=2))
@@ -117,10 +117,9 @@ def test_an_ar_teacher_and_its_critic_score_chunk_by_chunk_in_training(tmp_path,
                      ar__fa_high_steps=4)
     else:
         extra.update(student__init=tiny_teacher(str(tmp_path / "bi.safetensors"), seed=1))
-    name = "salt-ar" if command == "salt-ar" else "dmd"
-    assert run(command, config(name), *distill_args(tmp_path, teacher, **extra), *quiet(str(tmp_path / "run"), 2)) == 0
+    assert run(command, config(command), *distill_args(tmp_path, teacher, **extra), *quiet(str(tmp_path / "run"), 2)) == 0
     assert critic_forms and all(c == CausalTraining(1, "teacher_forcing", AR_SAMPLING.cache) for c in critic_forms)
-    assert len(scored) >= 2 and all(s == CausalScoring(1, AR_SAMPLING.cache) for _, s in scored)
+    assert len(scored) >= 2 and all(s == CausalTraining(1, "teacher_forcing", AR_SAMPLING.cache) for _, s in scored)
     assert len({id(m) for m, _ in scored}) == 2  # the teacher and the critic
 
 

@@ -23,8 +23,8 @@ from ..config import TrainConfig
 from ..config_load import ConfigError
 from ..distributed import DistContext
 from ..trainer import MICRO_BATCH
-from ..losses.causal_score import CausalScoring, teacher_forced
-from ..losses.critic import flow_denoising_loss
+from ..losses.causal_score import teacher_forced
+from ..losses.critic import CausalTraining, flow_denoising_loss
 from ..losses.dmd import dmd_term
 from ..losses.self_consistency import SCForm, sc_term, sc_triplet
 from ..losses.timesteps import NoiseLevels
@@ -49,10 +49,11 @@ def check_distill(cfg: TrainConfig) -> None:
         raise ConfigError(f"dmd.exit_step must be 'random' or a step index >= 0, got {d.exit_step}")
 
 
-def causal_scoring(cfg: TrainConfig) -> Optional[CausalScoring]:
+def causal_scoring(cfg: TrainConfig) -> Optional[CausalTraining]:
     """How the teacher and the critic score a student's clip: None = whole clips (a bidirectional teacher), else
     chunk by chunk given the clean past (`teacher.causal: true`, an AR teacher), in the chunks and cache policy
-    the teacher's checkpoint records that it was trained under. Checked before any weights load."""
+    the teacher's checkpoint records that it was trained under (teacher forcing, the form the critic then trains
+    in too). Checked before any weights load."""
     sampling = inspect_dit(cfg.teacher.init).sampling
     if not cfg.teacher.causal:
         if sampling.causal:
@@ -75,7 +76,7 @@ def causal_scoring(cfg: TrainConfig) -> Optional[CausalScoring]:
     if cfg.trd.weight > 0:
         raise ConfigError("trd.weight > 0 needs a bidirectional teacher: TRD's Gram features come from a "
                           "whole-clip teacher pass")
-    return CausalScoring(sampling.chunk_frames, sampling.cache)
+    return CausalTraining(sampling.chunk_frames, "teacher_forcing", sampling.cache)
 
 
 class DistillTask(StudentTask):
@@ -174,8 +175,7 @@ class DistillTask(StudentTask):
         return dmd_term(x, real, fake, self.levels, g)
 
     def critic_loss(self, x: torch.Tensor, ctx, g: torch.Generator):
-        causal = self.scoring.critic_training() if self.scoring is not None else None
-        return flow_denoising_loss(self.critic, x.detach(), ctx, levels=self.levels, generator=g, causal=causal)
+        return flow_denoising_loss(self.critic, x.detach(), ctx, levels=self.levels, generator=g, causal=self.scoring)
 
     def sc_transition(self) -> str:
         t = self.cfg.sc.transition

@@ -11,35 +11,22 @@ past fixed (the clean half is detached), as teacher forcing does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from salt_core.kv_cache import CachePolicy
 from salt_core.sampling import Denoiser, Guidance
 from salt_core.schedules import timestep_convention
 
 from .critic import CausalTraining, teacher_forcing_inputs
 
 
-@dataclass(frozen=True)
-class CausalScoring:
-    """Chunks of `chunk_frames` latent frames, each seeing the clean past that cache `policy` keeps: how an AR
-    teacher was trained (its checkpoint's sampling record) and how the critic that faces it is trained."""
-
-    chunk_frames: int
-    policy: CachePolicy
-
-    def critic_training(self) -> CausalTraining:
-        """The critic's flow loss in the same form: teacher forcing, one noise level per chunk."""
-        return CausalTraining(self.chunk_frames, "teacher_forcing", self.policy)
-
-
-def teacher_forced(model, clean: torch.Tensor, context: torch.Tensor, scoring: CausalScoring,
+def teacher_forced(model, clean: torch.Tensor, context: torch.Tensor, scoring: CausalTraining,
                    guidance: Guidance = Guidance()) -> Denoiser:
     """A Denoiser of noisy clips x_t [B, C, T, H, W] like `clean` (the detached student sample): chunk k of x̂0 is
-    `model`'s prediction for noisy chunk k given the clean chunks of `clean` its policy keeps. context: [B, L, D];
-    with active guidance the negative prompt runs the same pass."""
+    `model`'s prediction for noisy chunk k given the clean chunks of `clean` its policy keeps. `scoring`: the
+    teacher-forcing form the teacher was trained in (its chunks and cache policy), which its critic also trains
+    in. context: [B, L, D]; with active guidance the negative prompt runs the same pass."""
+    if scoring.ar_mode != "teacher_forcing":
+        raise ValueError(f"teacher_forced scores in teacher forcing, got ar_mode {scoring.ar_mode!r}")
     clean = clean.detach().float()
     T = clean.shape[2]
     if T % scoring.chunk_frames:
