@@ -15,6 +15,7 @@ from salt_core.dit import WanDiT
 from salt_core.kv_cache import CachePolicy
 from training.config_load import ConfigError, load_config
 from training.plan import Options, kv_cache_bytes, parse_memory, plan_memory
+from training.losses.critic import teacher_forcing_inputs
 from training.plan_activations import Shape, forward_bytes
 
 from _training_helpers import _one_thread, prompt_file, run, tiny_teacher  # noqa: F401
@@ -234,3 +235,47 @@ def test_plan_command_prints_the_items_and_says_what_to_change(capsys):
         assert item in out, item
     assert run("plan", None, "--gpus", "2", "--gpu-memory", "40GB", *args) == 0
     assert "distributed.offload_teacher: true" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_activation_formula_of_a_teacher_forcing_pass_counts_the_clean_and_the_noisy_half(bf16):
+    """A causal critic's training forward (an AR teacher's scoring form) runs the clean clip and its noised copy
+    under the frame mask: 2T frames with a timestep per frame, as the plan counts them. On the CPU the
+    chunked-keys attention also keeps, per layer, the gathered keys of the groups whose key frames are not
+    contiguous and each group's output (here 8 % more; CUDA's FlexAttention keeps neither), hence 10 %."""
+    D, F, H, layers, latent, B = GEOMETRIES[1]
+    cfg = DiTConfig(dim=D, ffn_dim=F, num_heads=H, num_layers=layers, text_dim=32, text_len=16)
+    model = WanDiT(cfg).train()
+    clean, noisy = torch.randn(B, 16, *latent), torch.randn(B, 16, *latent)
+    x_in, t_in, mask, pos = teacher_forcing_inputs(clean, noisy, torch.full((B, latent[0]), 400.0), chunk_frames=1,
+                                                   policy=CachePolicy("window", window_frames=1))
+    ctx = torch.randn(B, 7, 32)
+    L = latent[0] * latent[1] * latent[2] // 4
+    got = saved_bytes(model, lambda: model(x_in, t_in, ctx, frame_mask=mask, frame_positions=pos), bf16) \
+        - (linear_copies(model) if bf16 else 0)
+    want = forward_bytes(cfg, Shape(2 * L, 2 * L, B, fused=False), bf16=bf16, checkpointing=False, prompt_tokens=16)
+    assert 0.9 < want / got <= 1.0, (got, want)
+    single = forward_bytes(cfg, Shape(L, L, B, fused=False), bf16=bf16, checkpointing=False, prompt_tokens=16)
+    assert single / got < 0.6  # the clean half counts: the check above can fail
+
+
+def test_a_second_score_adds_its_teacher_its_critic_and_their_phase():
+    two = salt_like("data.batch_size=8", "second_score.weight=1", "second_score.teacher.init=absent.safetensors",
+                    "second_score.teacher.preset=wan2.1-t2v-1.3b")
+    one = plan_memory(load_config(None, salt_like("data.batch_size=8")), "salt-ar", Options(gpus=8))
+    plan = plan_memory(load_config(None, two), "salt-ar", Options(gpus=8))
+    t2, k2 = plan.nets["second_score.teacher"], plan.nets["second_score.critic"]
+    assert t2.params == k2.params == 1_418_996_800 and not t2.trained and k2.trained
+    added = {k: v for k, v in plan.static.items() if k not in one.static}
+    assert added == {"weights second_score.teacher (bf16, frozen)": plan.static["weights student (fp32 = master)"] / 2,
+                     "weights second_score.critic (fp32 = master)": plan.static["weights student (fp32 = master)"],
+                     "AdamW second_score.critic (2 fp32 states)": plan.static["AdamW student (2 fp32 states)"]}
+    assert [p.name for p in plan.phases] == ["student", "critic", "critic2"]
+    # an AR second teacher: its critic trains on the clean clip and its noised copy (2T frames)
+    causal = plan_memory(load_config(None, two + ["second_score.teacher.causal=true",
+                                                  "second_score.critic.causal=true"]), "salt-ar", Options(gpus=8))
+    whole_act = plan.phases[2].activations["critic2 forward"]
+    assert causal.phases[2].activations["critic2 forward"] > 1.9 * whole_act
+    with pytest.raises(ConfigError, match="second_score.teacher.init \\(or .preset\\) is empty"):
+        plan_memory(load_config(None, salt_like("data.batch_size=8", "second_score.weight=1")), "salt-ar",
+                    Options(gpus=8))

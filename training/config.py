@@ -226,6 +226,21 @@ class DMDConfig:
 
 
 @dataclass(frozen=True)
+class SecondScoreConfig:
+    weight: float = opt(
+        0.0, "λ of a second L_DMD against a second frozen teacher, added to the first (0 = off): the student "
+             "then descends KL(p ‖ p_teacher) + λ·KL(p ‖ p_second), each with its own critic, e.g. a "
+             "bidirectional teacher for what whole clips show beside an AR teacher for what each chunk's "
+             "clean past decides.", NON_NEGATIVE)
+    teacher: ModelConfig = opt(ModelConfig(), "The second real score: init = its checkpoint; causal: true for an "
+                               "AR teacher (each chunk scored given its clean past, its checkpoint's chunks and "
+                               "cache policy).")
+    critic: ModelConfig = opt(ModelConfig(init="teacher"), "Its own fake score, trained (phase `critic2`, "
+                              "optim.critic) on the student's samples in the second teacher's form; "
+                              "init 'teacher' = a copy of the second teacher; causal as the second teacher's.")
+
+
+@dataclass(frozen=True)
 class SCConfig:
     weight: float = opt(1.0, "lambda_SC, weight of the self-consistency loss (sc-dmd, salt-ar).", NON_NEGATIVE)
     stop_grad: Literal["composed", "direct"] = opt(
@@ -430,6 +445,8 @@ class TrainConfig:
     grid: GridConfig = opt(GridConfig(), "The student's noise grid and transition.")
     flow: FlowConfig = opt(FlowConfig(), "Flow-matching pre-training (`teacher`).")
     dmd: DMDConfig = opt(DMDConfig(), "Distribution matching (dmd, sc-dmd, salt-ar).")
+    second_score: SecondScoreConfig = opt(SecondScoreConfig(), "A second real score and its critic beside the "
+                                          "teacher's (dmd, sc-dmd, salt-ar).")
     sc: SCConfig = opt(SCConfig(), "Self-consistency loss (sc-dmd, salt-ar).")
     ar: ARConfig = opt(ARConfig(), "Chunked causal training (salt-ar, causal teacher / ode-init).")
     trd: TRDConfig = opt(TRDConfig(), "Salt's released TRD alignment through the frozen teacher.")

@@ -6,6 +6,8 @@ files exist, presets otherwise: no weights are read), so parameter counts are ex
 by salt_core's own KVCache on the meta device; activations come from `plan_activations`. What our trainer
 keeps, per GPU (FSDP shards the transformer blocks over the GPUs, embeddings and head stay replicated):
 
+* with `second_score`, its frozen teacher and its critic (phase critic2) as the teacher's and the critic's;
+  a causal score (an AR teacher and its critic) runs the clean clip and its noised copy in one pass (2T frames);
 * weights fp32 for the trained networks (their own fp32 master copy: there is no second, low-precision copy to
   keep); the frozen teacher in bf16 under bf16 autocast (fp32 otherwise), optionally offloaded to the CPU;
 * AdamW: 2 fp32 states per trained weight (exp_avg, exp_avg_sq); EMA: one fp32 shadow of the student;
@@ -145,12 +147,23 @@ def count_params(config: DiTConfig) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.blocks.parameters())
 
 
+SECOND = "second_score."  # the role prefix of the second real score's teacher and critic
+
+
 def build_nets(cfg: TrainConfig) -> dict[str, Net]:
+    """teacher, student, critic, and with `second_score` on its teacher and critic (roles second_score.*)."""
     tconfig, tsource = _geometry("teacher", cfg.teacher, None)
     nets = {"teacher": (tconfig, tsource, False)}
     for role in ("student", "critic"):
         c, source = _geometry(role, getattr(cfg, role), tconfig)
         nets[role] = (c, source, True)
+    s2 = cfg.second_score
+    if s2.weight > 0:
+        if not s2.teacher.init and not s2.teacher.preset:
+            raise ConfigError("second_score.weight > 0 but second_score.teacher.init (or .preset) is empty")
+        t2config, t2source = _geometry(SECOND + "teacher", s2.teacher, None)
+        nets[SECOND + "teacher"] = (t2config, t2source, False)
+        nets[SECOND + "critic"] = (*_geometry(SECOND + "critic", s2.critic, t2config), True)
     check_compatible({r: v[0] for r, v in nets.items()})
     out = {}
     for role, (c, source, trained) in nets.items():
@@ -213,12 +226,29 @@ class _Estimate:
         self.cfg, self.o, self.nets, self.b = cfg, options, nets, micro_batch
         self.shard = options.gpus if cfg.distributed.strategy == "fsdp" and options.gpus > 1 else 1
         self.bf16 = options.device == "cuda" and cfg.run.precision in ("auto", "bf16")
-        self.ckpt = {r: getattr(cfg, r).gradient_checkpointing if options.checkpointing is None
-                     else options.checkpointing for r in ("student", "critic", "teacher")}
+        models = {"student": cfg.student, "critic": cfg.critic, "teacher": cfg.teacher,
+                  SECOND + "teacher": cfg.second_score.teacher, SECOND + "critic": cfg.second_score.critic}
+        self.ckpt = {r: m.gradient_checkpointing if options.checkpointing is None else options.checkpointing
+                     for r, m in models.items()}
+        self.causal = {r: m.causal for r, m in models.items()}
         frames, self.tpf, _ = _tokens(nets["student"].config, tuple(cfg.data.latent_shape))
         self.frames = frames
         self.clip = Shape(frames * self.tpf, frames * self.tpf, micro_batch, fused=micro_batch == 1)
         self.prompt = nets["student"].config.text_len
+
+    def scored(self, net: Net) -> Shape:
+        """The clip as a real score or critic sees it: whole, or (causal: an AR teacher's form) the clean clip and
+        its noised copy in one teacher-forcing pass, 2T frames with a timestep per frame."""
+        if not self.causal[net.role]:
+            return self.clip
+        return Shape(2 * self.clip.tokens, 2 * self.clip.keys, self.b, fused=False)
+
+    def scores(self) -> list[tuple[Net, Net]]:
+        """(teacher, critic) of each real score."""
+        out = [(self.nets["teacher"], self.nets["critic"])]
+        if SECOND + "teacher" in self.nets:
+            out.append((self.nets[SECOND + "teacher"], self.nets[SECOND + "critic"]))
+        return out
 
     def sharded(self, net: Net, bytes_per_param: int) -> float:
         return bytes_per_param * (net.block_params / self.shard + (net.params - net.block_params))
@@ -245,14 +275,19 @@ class _Estimate:
         return 2.0 * net.params if self.bf16 else 0.0
 
     def static(self) -> dict[str, float]:
-        t, s, k = self.nets["teacher"], self.nets["student"], self.nets["critic"]
+        s = self.nets["student"]
         teacher_bytes = 2 if self.bf16 else FP32  # the frozen teacher is kept in bf16 under bf16 autocast
-        out = {f"weights teacher ({'bf16' if self.bf16 else 'fp32'}, frozen)":
-               0.0 if self.o.offload_teacher else self.sharded(t, teacher_bytes),
-               "weights student (fp32 = master)": self.sharded(s, FP32),
-               "weights critic (fp32 = master)": self.sharded(k, FP32),
-               "AdamW student (2 fp32 states)": self.sharded(s, 2 * FP32),
-               "AdamW critic (2 fp32 states)": self.sharded(k, 2 * FP32)}
+        out = {}
+        for t, k in self.scores():
+            name = t.role.replace("teacher", "")  # "" or "second_score."
+            out[f"weights {t.role} ({'bf16' if self.bf16 else 'fp32'}, frozen)"] = \
+                0.0 if self.o.offload_teacher else self.sharded(t, teacher_bytes)
+            if not name:
+                out["weights student (fp32 = master)"] = self.sharded(s, FP32)
+            out[f"weights {k.role} (fp32 = master)"] = self.sharded(k, FP32)
+        out["AdamW student (2 fp32 states)"] = self.sharded(s, 2 * FP32)
+        for _, k in self.scores():
+            out[f"AdamW {k.role} (2 fp32 states)"] = self.sharded(k, 2 * FP32)
         if self.cfg.ema.enabled:
             out["EMA student (fp32 shadow)"] = self.sharded(s, FP32)
         return out
@@ -282,11 +317,11 @@ class _Estimate:
         if command != "dmd" and cfg.sc.weight > 0 and cfg.sc.form == "semigroup":
             p.activations["SC direct path (second student forward)"] = self.graph(s, current)
         p.items["autocast bf16 copies of the student"] = self.copies(s)
-        p.transient["no-grad forward (rollout, DMD teacher / critic)"] = max(
-            working_bytes(t.config, self.clip, self.bf16), working_bytes(k.config, self.clip, self.bf16),
-            working_bytes(s.config, current, self.bf16))
+        p.transient["no-grad forward (rollout, DMD teachers / critics)"] = max(
+            [working_bytes(n.config, self.scored(n), self.bf16) for pair in self.scores() for n in pair]
+            + [working_bytes(s.config, current, self.bf16)])
         p.transient["block recompute + backward"] = self.backward(s, current)
-        p.transient["FSDP gather (2 blocks)"] = max(self.gather(t), self.gather(s))
+        p.transient["FSDP gather (2 blocks)"] = max([self.gather(t) for t, _ in self.scores()] + [self.gather(s)])
         if cfg.trd.weight > 0:
             # the teacher stops after the feature block (features_only): the later blocks never run
             share = (cfg.trd.block + 1) / t.config.num_layers
@@ -299,18 +334,19 @@ class _Estimate:
                 p.items["TRD: reference rollout KV cache"] = p.items["KV cache of the rollout"]
         return p
 
-    def critic_phase(self, command: str) -> Phase:
-        s, k = self.nets["student"], self.nets["critic"]
-        p = Phase("critic", gradients=2 * self.sharded(k, FP32))
-        p.activations["critic forward"] = self.graph(k, self.clip)
-        p.items["autocast bf16 copies of the critic"] = self.copies(k)
+    def critic_phase(self, command: str, k: Net, name: str) -> Phase:
+        """The update of critic `k` (phase `name`) on a no-grad student sample, in its teacher's form."""
+        s = self.nets["student"]
+        p = Phase(name, gradients=2 * self.sharded(k, FP32))
+        p.activations[f"{name} forward"] = self.graph(k, self.scored(k))
+        p.items[f"autocast bf16 copies of the {name}"] = self.copies(k)
         current = self.clip
         if command == "salt-ar":
             current = self.chunk_shapes()[-1]
             p.items["KV cache of the no-grad rollout"] = kv_cache_bytes(s.config, self.cfg, self.b,
                                                                         tuple(self.cfg.data.latent_shape), self.bf16)
         p.transient["no-grad forward (rollout)"] = working_bytes(s.config, current, self.bf16)
-        p.transient["block recompute + backward"] = self.backward(k, self.clip)
+        p.transient["block recompute + backward"] = self.backward(k, self.scored(k))
         p.transient["FSDP gather (2 blocks)"] = max(self.gather(k), self.gather(s))
         return p
 
@@ -335,6 +371,7 @@ def plan_memory(cfg: TrainConfig, command: str, options: Options) -> MemoryPlan:
                      "teacher over PCIe")
     if est.shard == 1 and options.gpus > 1:
         notes.append(f"distributed.strategy is {cfg.distributed.strategy!r}: every GPU holds full copies")
-    phases = [est.student_phase(command), est.critic_phase(command)]
+    phases = [est.student_phase(command)] + [est.critic_phase(command, k, "critic" if i == 0 else "critic2")
+                                             for i, (_, k) in enumerate(est.scores())]
     return MemoryPlan(command, dataclasses.replace(options, accumulation=accumulation), nets, est.b, est.shard,
                       est.bf16, est.static(), phases, notes)

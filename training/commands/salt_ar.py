@@ -10,14 +10,15 @@ Student phase:
   caches), the current chunk K from `grid.step_counts`; 'per_rollout' (Salt's release) — one K from
   `grid.step_counts` / `grid.step_probs` and one exit index for every chunk.
 * L_DMD on the whole clip (the teacher with CFG vs critic; an AR teacher and its critic score each chunk given
-  its clean past, `teacher.causal`);
+  its clean past, `teacher.causal`), plus λ·L_DMD against `second_score`'s teacher and critic when set;
 * λ_SC·L_SC: `sc.form` 'semigroup' (ours) on the current chunk from its own rollout state against the rollout's
   cache; 'endpoint' / 'average_velocity' (the release's) on every gradient chunk's exit forward;
 * λ_FA·L_FA (ours): the current chunk's input under C_low (K = ar.fa_low_steps) pulled toward C_high
   (K = ar.fa_high_steps) on blocks `ar.fa_layers` and/or x̂0 (clips of at least two chunks);
 * λ_TRD·L_TRD (the release's, `trd.*`): the clip vs a no-grad reference rollout at more steps, frame Gram matrices
   of a frozen-teacher block.
-Critic phase: a no-grad rollout, flow denoising loss of the (bidirectional) critic.
+Critic phase(s): a no-grad rollout, flow denoising loss of the critic (and of `second_score`'s, `critic2`, on
+the same sample), each in its teacher's form.
 """
 from __future__ import annotations
 
@@ -94,10 +95,8 @@ class SaltARTask(DistillTask):
         chunks, trip = self.rollout_plan(g_shared)
         noise = self.noise(batch, g)
         setup = self.setup(ctx)
-        if phase == "critic":
-            with torch.no_grad():
-                roll = rollout_ar(setup.driver(noise), noise, chunks, g)
-            return self.critic_loss(roll.x, ctx, g)
+        if phase != "student":
+            return self.critic_phase(phase, step, ctx, lambda: (rollout_ar(setup.driver(noise), noise, chunks, g).x, g))
         K = chunks[-1].walk.steps
         sc_on = self.sc_on(K)
         ours = sc_on and not self.released_sc
@@ -109,7 +108,7 @@ class SaltARTask(DistillTask):
         student = setup.driver(noise, prompt_grad=True)  # the prompt's K/V keep their graph: the text path learns
         roll = rollout_ar(student, noise, chunks, g, until_last=trip.index if ours else None,
                           on_step=(lambda c, e: [h(c, e) for h in hooks]) if hooks else None)
-        loss, stats = self.dmd(roll.x, ctx, guidance, self.term_generator(step, "dmd"))
+        loss, stats = self.dmd(roll.x, ctx, guidance, step)
         stats["exit_step_current"] = chunks[-1].exit_step
         stats["cache_steps_mean"] = sum(c.walk.steps for c in chunks[:-1]) / max(1, len(chunks) - 1)
         sc, sc_stats = None, {}
