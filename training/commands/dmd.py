@@ -131,13 +131,13 @@ class DistillTask(StudentTask):
             raise ConfigError("distributed.offload_teacher keeps the teacher's FSDP shards in CPU memory: it needs "
                               "distributed.strategy fsdp under torchrun with 2+ processes")
         tconfig = checkpoint_config(cfg.teacher.init)
-        self.scoring = causal_scoring(cfg)
+        form = causal_scoring(cfg)
         s2 = cfg.second_score
         second = second_scoring(cfg) if s2.weight > 0 else None
         configs = {"teacher": tconfig, "student": resolve_config("student", cfg.student, tconfig),
                    "critic": resolve_config("critic", cfg.critic, tconfig)}
         chunks = {"student": cfg.ar.chunk_frames if self.causal_student else None}
-        chunks["teacher"] = chunks["critic"] = self.scoring.chunk_frames if self.scoring is not None else None
+        chunks["teacher"] = chunks["critic"] = form.chunk_frames if form is not None else None
         if s2.weight > 0:
             t2config = checkpoint_config(s2.teacher.init)
             configs["second_score.teacher"] = t2config
@@ -160,7 +160,7 @@ class DistillTask(StudentTask):
         self.critic = fsdp_or_plain(build(configs["critic"], cfg.critic, dev, teacher,
                                           convention=timestep_convention(teacher)), cfg, ctx)
         self.teacher = self.frozen_teacher(teacher)
-        self.scores = [RealScore(self.teacher, self.critic, self.scoring, 1.0, "critic", "")]
+        self.scores = [RealScore(self.teacher, self.critic, form, 1.0, "critic", "")]
         if s2.weight > 0:
             teacher2 = load_teacher(s2.teacher.init, configs["second_score.teacher"], dev,
                                     gradient_checkpointing=s2.teacher.gradient_checkpointing)
