@@ -143,3 +143,21 @@ def test_second_score_mistakes_are_named_before_weights_load(tmp_path, capsys, n
                         config=dataclasses.replace(dmd_command.checkpoint_config(teachers["bi"]), text_dim=48))
     msg = error_of(capsys, "dmd", config("dmd"), *two_score_args(teachers, "dmd", second_score__teacher__init=wide))
     assert "text_dim differs" in msg and "second_score.teacher=48" in msg
+
+
+def test_with_gradient_accumulation_each_micro_batch_shares_its_sample_between_the_critics(tmp_path, monkeypatch,
+                                                                                           teachers):
+    samples = []
+    real_loss = dmd_command.flow_denoising_loss
+
+    def spy_loss(model, x, *a, causal=None, **kw):
+        samples.append((causal, x.clone()))
+        return real_loss(model, x, *a, causal=causal, **kw)
+
+    monkeypatch.setattr(dmd_command, "flow_denoising_loss", spy_loss)
+    args = two_score_args(teachers, "dmd", data__batch_size=2, optim__accumulation=2, dmd__student_every=5)
+    assert run("dmd", config("dmd"), *args, *quiet(str(tmp_path / "run"), 2)) == 0
+    assert [c for c, _ in samples] == [None, None, AR_FORM, AR_FORM] * 2  # per step: critic's parts, critic2's
+    for step in (samples[0:4], samples[4:8]):
+        (_, a0), (_, a1), (_, b0), (_, b1) = step
+        assert a0.shape[0] == 1 and torch.equal(a0, b0) and torch.equal(a1, b1) and not torch.equal(a0, a1)
