@@ -163,7 +163,8 @@ def build_nets(cfg: TrainConfig) -> dict[str, Net]:
             raise ConfigError("second_score.weight > 0 but second_score.teacher.init (or .preset) is empty")
         t2config, t2source = _geometry(SECOND + "teacher", s2.teacher, None)
         nets[SECOND + "teacher"] = (t2config, t2source, False)
-        nets[SECOND + "critic"] = (*_geometry(SECOND + "critic", s2.critic, t2config), True)
+        c2config, c2source = _geometry(SECOND + "critic", s2.critic, t2config)
+        nets[SECOND + "critic"] = (c2config, "the second teacher" if s2.critic.init == "teacher" else c2source, True)
     check_compatible({r: v[0] for r, v in nets.items()})
     out = {}
     for role, (c, source, trained) in nets.items():
