@@ -279,3 +279,19 @@ def test_a_second_score_adds_its_teacher_its_critic_and_their_phase():
     with pytest.raises(ConfigError, match="second_score.teacher.init \\(or .preset\\) is empty"):
         plan_memory(load_config(None, salt_like("data.batch_size=8", "second_score.weight=1")), "salt-ar",
                     Options(gpus=8))
+
+
+def test_a_long_rollout_grows_the_cache_not_the_graph():
+    """ar.rollout_frames streams past the scored clip: a full cache holds every streamed frame, while only the
+    last clip's chunk exits carry graph."""
+    base = ["data.batch_size=8", "data.latent_shape=[21,60,104]", "ar.cache.kind=full"]
+    short = plan_memory(load_config(None, salt_like(*base)), "salt-ar", Options(gpus=8))
+    long = plan_memory(load_config(None, salt_like(*base, "ar.rollout_frames=42")), "salt-ar", Options(gpus=8))
+    k_short, k_long = (p.phases[0].items["KV cache of the rollout"] for p in (short, long))
+    assert k_long > 1.9 * k_short
+    a_short, a_long = (p.phases[0].activations["student chunk exit forwards"] for p in (short, long))
+    assert a_long == a_short  # the same 7 chunks with graph; checkpointed, each keeps its block inputs only
+    plain = [plan_memory(load_config(None, salt_like(*base, *extra, "student.gradient_checkpointing=false")),
+                         "salt-ar", Options(gpus=8)).phases[0].activations["student chunk exit forwards"]
+             for extra in ([], ["ar.rollout_frames=42"])]
+    assert plain[0] < plain[1] < 2 * plain[0]  # the same 7 chunks, attending to 21 more cached frames each

@@ -161,3 +161,46 @@ def test_with_gradient_accumulation_each_micro_batch_shares_its_sample_between_t
     for step in (samples[0:4], samples[4:8]):
         (_, a0), (_, a1), (_, b0), (_, b1) = step
         assert a0.shape[0] == 1 and torch.equal(a0, b0) and torch.equal(a1, b1) and not torch.equal(a0, a1)
+
+
+def test_a_long_rollout_is_scored_on_its_last_clip_and_its_earlier_chunks_carry_no_gradient(tmp_path, monkeypatch,
+                                                                                          teachers):
+    """ar.rollout_frames (streaming long tuning): the student streams 3x the data's latent frames under its cache
+    policy; both scores and both critics see the last T frames only; the chunks before them run without grad."""
+    from training.commands import salt_ar as salt_ar_command
+
+    rolled, scored = [], []
+    real_rollout, real_loss = salt_ar_command.rollout_ar, dmd_command.flow_denoising_loss
+
+    def spy_rollout(driver, noise, chunks, *a, **kw):
+        rolled.append((noise.shape[2], [c.grad for c in chunks], torch.is_grad_enabled()))
+        return real_rollout(driver, noise, chunks, *a, **kw)
+
+    def spy_loss(model, x, *a, **kw):
+        scored.append(x.shape[2])
+        return real_loss(model, x, *a, **kw)
+
+    monkeypatch.setattr(salt_ar_command, "rollout_ar", spy_rollout)
+    monkeypatch.setattr(dmd_command, "flow_denoising_loss", spy_loss)
+    spy_term_shapes = []
+    real_term = dmd_command.dmd_term
+    monkeypatch.setattr(dmd_command, "dmd_term", lambda x, *a, **kw: spy_term_shapes.append(x.shape[2])
+                        or real_term(x, *a, **kw))
+    args = two_score_args(teachers, "salt-ar", data__latent_shape="[3,4,4]", ar__chunk_frames=1,
+                          ar__cache="{kind: sink_window, sink_frames: 1, window_frames: 1}", ar__rollout_frames=9,
+                          ar__fa_weight=0)
+    assert run("salt-ar", config("salt-ar"), *args, *quiet(str(tmp_path / "run"), 2)) == 0
+    student = [r for r in rolled if r[2]]
+    assert student and all(n == 9 and grads == [False] * 6 + [True] * 3 for n, grads, _ in student)
+    assert all(n == 9 for n, _, _ in rolled)
+    assert scored and set(scored) == {3} and set(spy_term_shapes) == {3}
+
+
+def test_long_rollout_mistakes_are_named_before_weights_load(tmp_path, capsys, no_compute, teachers):
+    base = dict(data__latent_shape="[3,4,4]", ar__chunk_frames=1, ar__fa_weight=0)
+    msg = error_of(capsys, "salt-ar", config("salt-ar"), *two_score_args(teachers, "salt-ar", ar__rollout_frames=2,
+                                                                          **base))
+    assert "ar.rollout_frames=2 must be at least data.latent_shape's 3 latent frames" in msg
+    msg = error_of(capsys, "salt-ar", config("salt-ar"),
+                   *two_score_args(teachers, "salt-ar", ar__rollout_frames=9, sc__form="endpoint", **base))
+    assert "sc.form: semigroup" in msg

@@ -273,6 +273,11 @@ class ARConfig:
     cache_step_counts: tuple[int, ...] = opt(
         (8, 4, 2), "K drawn per previous chunk when rolling out the cache (mixed-quality caches; step_lists "
                    "'per_chunk').", AT_LEAST_1)
+    rollout_frames: int = opt(
+        0, "salt-ar: latent frames the student's training rollout streams (0 = data.latent_shape's T). Longer "
+           "(a multiple of chunk_frames) streams past the training length under ar.cache, and only its last T "
+           "frames are scored and train the critics (the teachers' length; streaming long tuning); the chunks "
+           "before them run without gradient.", NON_NEGATIVE)
     step_lists: Literal["per_chunk", "per_rollout"] = opt(
         "per_chunk", "'per_chunk' (ours): every previous chunk draws its K from ar.cache_step_counts, the current "
         "chunk's K from grid.step_counts, exits per chunk; 'per_rollout' (Salt's release): ONE K from "

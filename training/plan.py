@@ -234,6 +234,10 @@ class _Estimate:
         self.causal = {r: m.causal for r, m in models.items()}
         frames, self.tpf, _ = _tokens(nets["student"].config, tuple(cfg.data.latent_shape))
         self.frames = frames
+        # salt-ar's rollout: ar.rollout_frames when it streams past the scored clip (only the last clip has graph)
+        T, H, W = cfg.data.latent_shape
+        self.rollout_latent = (cfg.ar.rollout_frames or T, H, W)
+        self.rollout_frames = self.rollout_latent[0] // nets["student"].config.patch_size[0]
         self.clip = Shape(frames * self.tpf, frames * self.tpf, micro_batch, fused=micro_batch == 1)
         self.prompt = nets["student"].config.text_len
 
@@ -297,7 +301,7 @@ class _Estimate:
         """The causal rollout's chunk forwards: chunk tokens against the kept past frames + the chunk."""
         chunk, policy = self.cfg.ar.chunk_frames, self.cfg.ar.cache
         kept = [c * chunk if policy.kind == "full" else min(c * chunk, policy.capacity)
-                for c in range(self.frames // chunk)]
+                for c in range(self.rollout_frames // chunk)]
         return [Shape(chunk * self.tpf, (p + chunk) * self.tpf, self.b, fused=self.b == 1) for p in kept]
 
     def student_phase(self, command: str) -> Phase:
@@ -307,9 +311,9 @@ class _Estimate:
         if command == "salt-ar":
             shapes = self.chunk_shapes()
             current = shapes[-1]
-            p.activations["student chunk exit forwards"] = sum(self.graph(s, sh) for sh in shapes)
-            p.items["KV cache of the rollout"] = kv_cache_bytes(s.config, cfg, self.b, tuple(cfg.data.latent_shape),
-                                                                self.bf16)
+            scored = shapes[len(shapes) - self.frames // cfg.ar.chunk_frames:]  # the chunks with gradient
+            p.activations["student chunk exit forwards"] = sum(self.graph(s, sh) for sh in scored)
+            p.items["KV cache of the rollout"] = kv_cache_bytes(s.config, cfg, self.b, self.rollout_latent, self.bf16)
             if cfg.ar.fa_weight > 0 and len(shapes) >= 2:
                 p.activations["feature alignment (current chunk, C_low)"] = self.graph(s, current)
                 p.items["KV caches C_low + C_high"] = 2 * p.items["KV cache of the rollout"]
@@ -345,7 +349,7 @@ class _Estimate:
         if command == "salt-ar":
             current = self.chunk_shapes()[-1]
             p.items["KV cache of the no-grad rollout"] = kv_cache_bytes(s.config, self.cfg, self.b,
-                                                                        tuple(self.cfg.data.latent_shape), self.bf16)
+                                                                        self.rollout_latent, self.bf16)
         p.transient["no-grad forward (rollout)"] = working_bytes(s.config, current, self.bf16)
         p.transient["block recompute + backward"] = self.backward(k, self.scored(k))
         p.transient["FSDP gather (2 blocks)"] = max(self.gather(k), self.gather(s))

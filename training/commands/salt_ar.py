@@ -22,9 +22,11 @@ the same sample), each in its teacher's form.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from salt_core.sampling import CausalSetup
+from salt_core.sampling import CausalSetup, draw
 from salt_core.schedules import StepGrid
 
 from ..config import TrainConfig
@@ -55,7 +57,15 @@ class SaltARTask(DistillTask):
             bad = [i for i in a.fa_layers if not 0 <= i < layers]
             if bad:
                 raise ConfigError(f"ar.fa_layers {bad} outside the student's blocks 0..{layers - 1}")
-        self.chunks = T // a.chunk_frames
+        R = a.rollout_frames or T
+        if R < T or R % a.chunk_frames:
+            raise ConfigError(f"ar.rollout_frames={R} must be at least data.latent_shape's {T} latent frames (the "
+                              f"scored clip) and a multiple of ar.chunk_frames={a.chunk_frames}")
+        if R > T and (self.cfg.trd.weight > 0 or a.fa_weight > 0 or self.released_sc):
+            raise ConfigError(f"ar.rollout_frames={R} > {T} (streaming long tuning) scores the last {T} frames with "
+                              "L_DMD and our SC only: set trd.weight and ar.fa_weight to 0 and sc.form: semigroup")
+        self.chunks = R // a.chunk_frames
+        self.scored_chunks = T // a.chunk_frames
         trd = self.cfg.trd
         if trd.weight > 0:
             if a.step_lists != "per_rollout":
@@ -74,11 +84,25 @@ class SaltARTask(DistillTask):
         if cfg.ar.step_lists == "per_rollout":
             exit_step = self.exit_step(K, g_shared)
             grids = [StepGrid.uniform(K, cfg.grid.shift)] * self.chunks
-            return plan_chunks(grids, cfg.grid.transition, exit_steps=[exit_step] * self.chunks), trip
+            return self.unscored_without_grad(plan_chunks(grids, cfg.grid.transition,
+                                                          exit_steps=[exit_step] * self.chunks)), trip
         grids = mixed_step_grids(self.chunks, choices=cfg.ar.cache_step_counts, shift=cfg.grid.shift,
                                  generator=g_shared, current=K)
         exits = [self.exit_step(gr.steps, g_shared) for gr in grids]
-        return plan_chunks(grids, cfg.grid.transition, exit_steps=exits), trip
+        return self.unscored_without_grad(plan_chunks(grids, cfg.grid.transition, exit_steps=exits)), trip
+
+    def unscored_without_grad(self, chunks: list) -> list:
+        """A rollout longer than the scored clip: its chunks before the scored ones carry no gradient."""
+        lead = self.chunks - self.scored_chunks
+        return [dataclasses.replace(c, grad=False) for c in chunks[:lead]] + list(chunks[lead:])
+
+    def scored(self, x: torch.Tensor) -> torch.Tensor:
+        """The last T latent frames of a rollout [B, C, R, H, W]: what the teachers and critics see."""
+        return x[:, :, -self.data.latent_shape[1]:]
+
+    def noise(self, batch: dict, g: torch.Generator) -> torch.Tensor:
+        C, T, H, W = self.data.latent_shape
+        return draw((batch["context"].shape[0], C, self.chunks * self.cfg.ar.chunk_frames, H, W), g, self.ctx.device)
 
     def setup(self, ctx) -> CausalSetup:
         return CausalSetup(self.student, ctx, self.cfg.ar.cache, self.cfg.ar.chunk_frames)
@@ -96,7 +120,8 @@ class SaltARTask(DistillTask):
         noise = self.noise(batch, g)
         setup = self.setup(ctx)
         if phase != "student":
-            return self.critic_phase(phase, step, ctx, lambda: (rollout_ar(setup.driver(noise), noise, chunks, g).x, g))
+            return self.critic_phase(phase, step, ctx,
+                                     lambda: (self.scored(rollout_ar(setup.driver(noise), noise, chunks, g).x), g))
         K = chunks[-1].walk.steps
         sc_on = self.sc_on(K)
         ours = sc_on and not self.released_sc
@@ -108,7 +133,7 @@ class SaltARTask(DistillTask):
         student = setup.driver(noise, prompt_grad=True)  # the prompt's K/V keep their graph: the text path learns
         roll = rollout_ar(student, noise, chunks, g, until_last=trip.index if ours else None,
                           on_step=(lambda c, e: [h(c, e) for h in hooks]) if hooks else None)
-        loss, stats = self.dmd(roll.x, ctx, guidance, step)
+        loss, stats = self.dmd(self.scored(roll.x), ctx, guidance, step)
         stats["exit_step_current"] = chunks[-1].exit_step
         stats["cache_steps_mean"] = sum(c.walk.steps for c in chunks[:-1]) / max(1, len(chunks) - 1)
         sc, sc_stats = None, {}
