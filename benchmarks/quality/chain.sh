@@ -28,6 +28,7 @@ python -m training salt-ar --config $W/salt-ar.yaml $T             # Salt-AR (ca
 python -m training dmd     --config $W/dmd-4-tf.yaml $T            # DMD-4 scored by the AR teacher
 python -m training salt-ar --config $W/salt-ar-tf.yaml $T          # Salt-AR from and scored by the AR teacher
 python -m training salt-ar --config $W/salt-ar-2s.yaml $T          # Salt-AR from the AR teacher, scored by both teachers
+python -m training salt-ar --config $W/salt-ar-2s-long.yaml $T     # ... then tuned on 18-frame streams
 
 # the embedded default: the AR Salt student + its VAE + text encoder
 mkdir -p salt_core/assets/default
@@ -38,7 +39,8 @@ cp runs/world/text_encoder/text_encoder.safetensors salt_core/assets/default/tex
 # every model the quality benchmark judges (3.9 MB each), committed next to it
 mkdir -p benchmarks/quality/checkpoints
 for m in teacher:teacher teacher_ar:teacher-ar dmd_4:dmd-4 dmd_8:dmd-8 sc_dmd_8:sc-dmd-8 ar_dmd:ar-dmd salt_ar:salt-ar \
-         dmd_4_tf:dmd-4-tf salt_ar_tf:salt-ar-tf salt_ar_2s:salt-ar-2s; do
+         dmd_4_tf:dmd-4-tf salt_ar_tf:salt-ar-tf salt_ar_2s:salt-ar-2s \
+         salt_ar_2s_long:salt-ar-2s-long; do
   cp "runs/world/${m%%:*}/model.safetensors" "benchmarks/quality/checkpoints/${m##*:}.safetensors"
 done
 python benchmarks/quality/record_trained_with.py   # they decode with the default's VAE (stage 7's decoder)
