@@ -204,3 +204,5 @@ def test_long_rollout_mistakes_are_named_before_weights_load(tmp_path, capsys, n
     msg = error_of(capsys, "salt-ar", config("salt-ar"),
                    *two_score_args(teachers, "salt-ar", ar__rollout_frames=9, sc__form="endpoint", **base))
     assert "sc.form: semigroup" in msg
+    msg = error_of(capsys, "dmd", config("dmd"), *two_score_args(teachers, "dmd", ar__rollout_frames=6))
+    assert "ar.rollout_frames=6 streams a causal student" in msg and "`dmd` rolls out whole clips" in msg

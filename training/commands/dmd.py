@@ -127,6 +127,9 @@ class DistillTask(StudentTask):
             want = "true" if self.causal_student else "false"
             raise ConfigError(f"`{command}` needs student.causal: {want}"
                               + (" (use salt-ar for causal students)" if cfg.student.causal else ""))
+        if cfg.ar.rollout_frames and not self.causal_student:
+            raise ConfigError(f"ar.rollout_frames={cfg.ar.rollout_frames} streams a causal student past the scored "
+                              f"clip: it is a salt-ar option, `{command}` rolls out whole clips")
         if cfg.distributed.offload_teacher and not (cfg.distributed.strategy == "fsdp" and ctx.enabled):
             raise ConfigError("distributed.offload_teacher keeps the teacher's FSDP shards in CPU memory: it needs "
                               "distributed.strategy fsdp under torchrun with 2+ processes")
