@@ -280,19 +280,14 @@ class _Estimate:
         return 2.0 * net.params if self.bf16 else 0.0
 
     def static(self) -> dict[str, float]:
-        s = self.nets["student"]
+        s, scores = self.nets["student"], self.scores()
         teacher_bytes = 2 if self.bf16 else FP32  # the frozen teacher is kept in bf16 under bf16 autocast
-        out = {}
-        for t, k in self.scores():
-            name = t.role.replace("teacher", "")  # "" or "second_score."
-            out[f"weights {t.role} ({'bf16' if self.bf16 else 'fp32'}, frozen)"] = \
-                0.0 if self.o.offload_teacher else self.sharded(t, teacher_bytes)
-            if not name:
-                out["weights student (fp32 = master)"] = self.sharded(s, FP32)
-            out[f"weights {k.role} (fp32 = master)"] = self.sharded(k, FP32)
-        out["AdamW student (2 fp32 states)"] = self.sharded(s, 2 * FP32)
-        for _, k in self.scores():
-            out[f"AdamW {k.role} (2 fp32 states)"] = self.sharded(k, 2 * FP32)
+        out = {f"weights {t.role} ({'bf16' if self.bf16 else 'fp32'}, frozen)":
+               0.0 if self.o.offload_teacher else self.sharded(t, teacher_bytes) for t, _ in scores}
+        for net in (s, *(k for _, k in scores)):
+            out[f"weights {net.role} (fp32 = master)"] = self.sharded(net, FP32)
+        for net in (s, *(k for _, k in scores)):
+            out[f"AdamW {net.role} (2 fp32 states)"] = self.sharded(net, 2 * FP32)
         if self.cfg.ema.enabled:
             out["EMA student (fp32 shadow)"] = self.sharded(s, FP32)
         return out

@@ -177,7 +177,7 @@ class DistillTask(StudentTask):
         self.neg = negative_context(cfg, tconfig.text_dim).to(dev) if self.w != 1.0 else None
         d = cfg.dmd
         self.levels = NoiseLevels(cfg.grid.shift, d.t_min, d.t_max)
-        self._critic_samples: dict = {}
+        self._critic_samples: tuple[Optional[int], dict] = (None, {})  # (step, {micro-batch: (x, generator)})
         self._init_probe(dev)
 
     def frozen_teacher(self, teacher: torch.nn.Module) -> torch.nn.Module:
@@ -246,13 +246,14 @@ class DistillTask(StudentTask):
         """The flow denoising loss of the critic of `phase` on the student's no-grad sample of this step,
         `sample()` (rolled out once per step and micro-batch, shared by the critics), in its teacher's form.
         The first critic keeps drawing its noise from the rollout's generator; a second one has its own."""
-        if self._critic_samples.get("step") != step:  # one step's samples, one per micro-batch
-            self._critic_samples = {"step": step}
-        if self._own not in self._critic_samples:
+        if self._critic_samples[0] != step:
+            self._critic_samples = (step, {})
+        samples = self._critic_samples[1]  # this step's, one per micro-batch
+        if self._own not in samples:
             with torch.no_grad():
                 x, g = sample()
-            self._critic_samples[self._own] = (x.detach(), g)
-        x, g = self._critic_samples[self._own]
+            samples[self._own] = (x.detach(), g)
+        x, g = samples[self._own]
         r = next(r for r in self.scores if r.phase == phase)
         if r.phase != "critic":
             g = generator(self.cfg.run.seed, step, phase, "rank", *self._own)
