@@ -35,7 +35,8 @@ def teachers(tmp_path):
 
 def two_score_args(teachers, command: str, weight: float = 0.5, **extra) -> list[str]:
     """The bidirectional teacher first, the AR teacher second (scored chunk by chunk)."""
-    kv = dict(teacher__init=teachers["bi"], student__init=teachers["bi"], data__path=teachers["prompts"], dmd__student_every=2,
+    kv = dict(teacher__init=teachers["bi"], student__init=teachers["bi"], data__path=teachers["prompts"],
+              dmd__student_every=2,
               second_score__weight=weight, second_score__teacher__init=teachers["ar"],
               second_score__teacher__causal="true", second_score__critic__causal="true")
     if command == "salt-ar":
@@ -106,7 +107,8 @@ def test_a_zero_weight_leaves_the_run_as_it_was(tmp_path, teachers):
     """second_score off (weight 0, its teacher still named) trains exactly the one-score run: no second
     critic, the same draws."""
     plain, off = str(tmp_path / "plain"), str(tmp_path / "off")
-    base = sets(teacher__init=teachers["bi"], student__init=teachers["bi"], data__path=teachers["prompts"], dmd__student_every=2)
+    base = sets(teacher__init=teachers["bi"], student__init=teachers["bi"], data__path=teachers["prompts"],
+                dmd__student_every=2)
     assert run("dmd", config("dmd"), *base, *quiet(plain, 2)) == 0
     assert run("dmd", config("dmd"), *two_score_args(teachers, "dmd", weight=0.0), *quiet(off, 2)) == 0
     a, b = load_checkpoint(checkpoint_path(plain, 2)), load_checkpoint(checkpoint_path(off, 2))
@@ -129,12 +131,13 @@ def test_a_two_score_run_resumes_bit_for_bit(tmp_path, teachers):
 def test_second_score_mistakes_are_named_before_weights_load(tmp_path, capsys, no_compute, teachers):
     msg = error_of(capsys, "dmd", config("dmd"), *two_score_args(teachers, "dmd", second_score__teacher__init=""))
     assert "second_score.teacher.init is empty" in msg
-    msg = error_of(capsys, "dmd", config("dmd"), *two_score_args(teachers, "dmd", second_score__teacher__init=teachers["bi"],
-                                                          second_score__teacher__causal="false",
-                                                          second_score__critic__causal="false"))
+    msg = error_of(capsys, "dmd", config("dmd"),
+                   *two_score_args(teachers, "dmd", second_score__teacher__init=teachers["bi"],
+                                   second_score__teacher__causal="false", second_score__critic__causal="false"))
     assert "is the teacher itself" in msg
-    msg = error_of(capsys, "dmd", config("dmd"), *two_score_args(teachers, "dmd", second_score__teacher__causal="false",
-                                                          second_score__critic__causal="false"))
+    msg = error_of(capsys, "dmd", config("dmd"),
+                   *two_score_args(teachers, "dmd", second_score__teacher__causal="false",
+                                   second_score__critic__causal="false"))
     assert f"second_score.teacher.init {teachers['ar']} is an AR teacher" in msg
     assert "set second_score.teacher.causal: true" in msg
     msg = error_of(capsys, "dmd", config("dmd"), *two_score_args(teachers, "dmd", second_score__critic__causal="false"))
