@@ -19,6 +19,8 @@ python -m training vae          --config $W/vae-decoder-temporal.yaml $T # stage
 
 python -m training teacher --config $W/teacher.yaml $T             # bidirectional teacher
 python -m training teacher --config $W/teacher-ar.yaml $T          # AR teacher (teacher forcing)
+python -m training teacher --config $W/teacher-ar-warm.yaml $T     # AR teacher from the bidirectional teacher's weights
+python -m training teacher --config $W/teacher-ar-warm-long.yaml $T # ... 3000 more steps
 
 python -m training dmd     --config $W/dmd-4.yaml $T               # DMD, 4-point grid
 python -m training dmd     --config $W/dmd-8.yaml $T               # DMD, 8-point grid
@@ -29,10 +31,12 @@ python -m training dmd     --config $W/dmd-4-tf.yaml $T            # DMD-4 score
 python -m training salt-ar --config $W/salt-ar-tf.yaml $T          # Salt-AR from and scored by the AR teacher
 python -m training salt-ar --config $W/salt-ar-2s.yaml $T          # Salt-AR from the AR teacher, scored by both teachers
 python -m training salt-ar --config $W/salt-ar-2s-long.yaml $T     # ... then tuned on 18-frame streams
+python -m training salt-ar --config $W/salt-ar-warm-tf.yaml $T     # Salt-AR from and scored by the warm AR teacher
+python -m training salt-ar --config $W/salt-ar-warm-2s.yaml $T     # ... scored by both teachers
 
-# the embedded default: the AR Salt student + its VAE + text encoder
+# the embedded default: Salt-AR from and scored by the warm AR teacher + its VAE + text encoder
 mkdir -p salt_core/assets/default
-cp runs/world/salt_ar/model.safetensors salt_core/assets/default/dit.safetensors
+cp runs/world/salt_ar_warm_tf/model.safetensors salt_core/assets/default/dit.safetensors
 cp runs/world/vae_temporal/vae.safetensors salt_core/assets/default/vae.safetensors
 cp runs/world/text_encoder/text_encoder.safetensors salt_core/assets/default/text_encoder.safetensors
 
@@ -40,7 +44,8 @@ cp runs/world/text_encoder/text_encoder.safetensors salt_core/assets/default/tex
 mkdir -p benchmarks/quality/checkpoints
 for m in teacher:teacher teacher_ar:teacher-ar dmd_4:dmd-4 dmd_8:dmd-8 sc_dmd_8:sc-dmd-8 ar_dmd:ar-dmd salt_ar:salt-ar \
          dmd_4_tf:dmd-4-tf salt_ar_tf:salt-ar-tf salt_ar_2s:salt-ar-2s \
-         salt_ar_2s_long:salt-ar-2s-long; do
+         salt_ar_2s_long:salt-ar-2s-long teacher_ar_warm_long:teacher-ar-warm salt_ar_warm_tf:salt-ar-warm-tf \
+         salt_ar_warm_2s:salt-ar-warm-2s; do
   cp "runs/world/${m%%:*}/model.safetensors" "benchmarks/quality/checkpoints/${m##*:}.safetensors"
 done
 python benchmarks/quality/record_trained_with.py   # they decode with the default's VAE (stage 7's decoder)

@@ -28,13 +28,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # "-tf": scored by the AR teacher, each chunk given its clean past (training/configs/world/*-tf.yaml); "-2s": by
-# both teachers, each with its own critic (second_score); "-long": then tuned on long streams (ar.rollout_frames)
+# both teachers, each with its own critic (second_score); "-long": then tuned on long streams (ar.rollout_frames);
+# "-warm": the AR teacher started from the bidirectional teacher's weights (teacher-ar-warm*.yaml) and what
+# learnt from it
 MODELS = ("teacher", "teacher-ar", "dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt-ar", "dmd-4-tf", "salt-ar-tf",
-          "salt-ar-2s", "salt-ar-2s-long")
-TEACHERS = ("teacher", "teacher-ar")
+          "salt-ar-2s", "salt-ar-2s-long", "teacher-ar-warm", "salt-ar-warm-tf", "salt-ar-warm-2s")
+TEACHERS = ("teacher", "teacher-ar", "teacher-ar-warm")
+AR_STUDENTS = ("ar-dmd", "salt-ar", "salt-ar-tf", "salt-ar-2s", "salt-ar-2s-long", "salt-ar-warm-tf",
+               "salt-ar-warm-2s")
 STUDENTS = ("dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt-ar", "dmd-4-tf", "salt-ar-tf", "salt-ar-2s",
-            "salt-ar-2s-long")
-AR_STUDENTS = ("ar-dmd", "salt-ar", "salt-ar-tf", "salt-ar-2s", "salt-ar-2s-long")
+            "salt-ar-2s-long", "salt-ar-warm-tf", "salt-ar-warm-2s")
 NFES = (1, 2, 4, 8)
 TEACHER_STEPS = 50
 SHIFT = 5.0
