@@ -71,12 +71,11 @@ def test_default_streams_past_its_training_length_without_a_flash(model):
     assert float(brightness.max()) < float(brightness.median()) + 0.05, [round(v, 3) for v in brightness.tolist()]
 
 
-
-
 def _moved_x(clip: torch.Tensor) -> float:
     """[T, H, W, 3] -> how far the red object's centroid moved along x, in units of the frame width: the mean of
     the last 4 frames it is seen in minus the first 4 after frame 0 (the judge's own segmentation and track). The
-    default loses its object before the end in about one clip in five (DIRECTION.md, "object lost")."""
+    default loses its object before the end in about one clip in five (benchmarks/quality/warm-ar-teacher/
+    DIRECTION.md, "object lost")."""
     from training.judge import JudgeConfig
     from training.judge.measure import measure_object
     from training.judge.segment import segment
