@@ -33,6 +33,7 @@ python -m training salt-ar --config $W/salt-ar-2s.yaml $T          # Salt-AR fro
 python -m training salt-ar --config $W/salt-ar-2s-long.yaml $T     # ... then tuned on 18-frame streams
 python -m training salt-ar --config $W/salt-ar-warm-tf.yaml $T     # Salt-AR from and scored by the warm AR teacher
 python -m training salt-ar --config $W/salt-ar-warm-2s.yaml $T     # ... scored by both teachers
+python -m training salt-ar --config $W/salt-ar-warm-tf-long.yaml $T # salt-ar-warm-tf tuned on 18-frame streams
 
 # the embedded default: Salt-AR from and scored by the warm AR teacher + its VAE + text encoder
 mkdir -p salt_core/assets/default
@@ -45,7 +46,7 @@ mkdir -p benchmarks/quality/checkpoints
 for m in teacher:teacher teacher_ar:teacher-ar dmd_4:dmd-4 dmd_8:dmd-8 sc_dmd_8:sc-dmd-8 ar_dmd:ar-dmd salt_ar:salt-ar \
          dmd_4_tf:dmd-4-tf salt_ar_tf:salt-ar-tf salt_ar_2s:salt-ar-2s \
          salt_ar_2s_long:salt-ar-2s-long teacher_ar_warm_long:teacher-ar-warm salt_ar_warm_tf:salt-ar-warm-tf \
-         salt_ar_warm_2s:salt-ar-warm-2s; do
+         salt_ar_warm_2s:salt-ar-warm-2s salt_ar_warm_tf_long:salt-ar-warm-tf-long; do
   cp "runs/world/${m%%:*}/model.safetensors" "benchmarks/quality/checkpoints/${m##*:}.safetensors"
 done
 python benchmarks/quality/record_trained_with.py   # they decode with the default's VAE (stage 7's decoder)

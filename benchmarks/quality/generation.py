@@ -32,12 +32,13 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 # "-warm": the AR teacher started from the bidirectional teacher's weights (teacher-ar-warm*.yaml) and what
 # learnt from it
 MODELS = ("teacher", "teacher-ar", "dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt-ar", "dmd-4-tf", "salt-ar-tf",
-          "salt-ar-2s", "salt-ar-2s-long", "teacher-ar-warm", "salt-ar-warm-tf", "salt-ar-warm-2s")
+          "salt-ar-2s", "salt-ar-2s-long", "teacher-ar-warm", "salt-ar-warm-tf", "salt-ar-warm-2s",
+          "salt-ar-warm-tf-long")
 TEACHERS = ("teacher", "teacher-ar", "teacher-ar-warm")
 AR_STUDENTS = ("ar-dmd", "salt-ar", "salt-ar-tf", "salt-ar-2s", "salt-ar-2s-long", "salt-ar-warm-tf",
-               "salt-ar-warm-2s")
+               "salt-ar-warm-2s", "salt-ar-warm-tf-long")
 STUDENTS = ("dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt-ar", "dmd-4-tf", "salt-ar-tf", "salt-ar-2s",
-            "salt-ar-2s-long", "salt-ar-warm-tf", "salt-ar-warm-2s")
+            "salt-ar-2s-long", "salt-ar-warm-tf", "salt-ar-warm-2s", "salt-ar-warm-tf-long")
 NFES = (1, 2, 4, 8)
 TEACHER_STEPS = 50
 SHIFT = 5.0
