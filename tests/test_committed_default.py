@@ -77,12 +77,9 @@ def _moved_x(clip: torch.Tensor) -> float:
     default loses its object before the end in about one clip in five (benchmarks/quality/warm-ar-teacher/
     DIRECTION.md, "object lost")."""
     from training.judge import JudgeConfig
-    from training.judge.measure import measure_object
-    from training.judge.segment import segment
+    from training.judge.measure import track_one
 
-    config = JudgeConfig()
-    seg = segment(clip, ["red"], config)
-    track = measure_object(seg.coverage(0), seg.lab, config.min_area)
+    track = track_one(clip, "red", JudgeConfig())
     seen = torch.nonzero(track.present[1:]).flatten() + 1
     assert len(seen) >= 12, track.present.tolist()
     return float(track.x[seen[-4:]].mean() - track.x[seen[:4]].mean())

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from training.judge import DIMENSIONS, JudgeConfig, mean_scores, score_batch, score_clip
-from training.judge.measure import measure_object
+from training.judge.measure import track_one
 from training.judge.motion import motion_score
-from training.judge.segment import segment
 from training.judge.shape import shape_score
 from training.world import MOTIONS, SHAPES, ObjectSpec, Scene, parse_prompt, prompt_for, render, sample_scene
 
@@ -106,9 +105,7 @@ def test_wrong_descriptions_lower_their_own_dimension():
 
 
 def _track(scene):
-    config = JudgeConfig()
-    seg = segment(render(scene, FRAMES, SIDE, SIDE), [o.colour for o in scene.objects], config)
-    return measure_object(seg.coverage(0), seg.lab, config.min_area)
+    return track_one(render(scene, FRAMES, SIDE, SIDE), scene.objects[0].colour, JudgeConfig())
 
 
 def test_each_shape_matches_its_own_signature_best():

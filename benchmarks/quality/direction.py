@@ -29,8 +29,7 @@ from generation import (DEFAULT_CHECKPOINTS, DEFAULT_TEXT_ENCODER, DEFAULT_VAE, 
 from reference import real_clip  # noqa: E402
 from stats import mean, se  # noqa: E402
 from training.judge import JudgeConfig  # noqa: E402
-from training.judge.measure import measure_object  # noqa: E402
-from training.judge.segment import segment  # noqa: E402
+from training.judge.measure import track_one  # noqa: E402
 from training.world.attributes import SPEED  # noqa: E402
 
 DIRECTIONS = {"to the right": (1.0, 0.0), "to the left": (-1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
@@ -45,9 +44,7 @@ def prompt_for(direction: str) -> str:
 def displacement(video: torch.Tensor) -> tuple[float, float] | None:
     """[T, H, W, 3] in 0..1 -> centroid displacement (dx, dy) in units of S, last ENDS frames minus the first
     ENDS after frame 0 (frame 0 is a latent frame of its own); None when the object is missing at either end."""
-    config = JudgeConfig()
-    seg = segment(video, [COLOUR], config)
-    track = measure_object(seg.coverage(0), seg.lab, config.min_area)
+    track = track_one(video, COLOUR, JudgeConfig())
     head, tail = slice(1, 1 + ENDS), slice(-ENDS, None)
     if not (track.present[head].all() and track.present[tail].all()):
         return None

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import JudgeConfig
 from .morph import erode
+from .segment import segment
 
 
 @dataclass(frozen=True)
@@ -95,3 +97,10 @@ def measure_object(w: torch.Tensor, lab: torch.Tensor, min_area: float) -> Track
     y = _unwrap(_fill_missing(cy.view(t), present), h) / side
     radius = torch.sqrt(mass / math.pi) / side
     return Track(mass, x, y, _fill_missing(features, present), _fill_missing(colour, present), present, radius)
+
+
+def track_one(clip: torch.Tensor, colour, config: JudgeConfig) -> Track:
+    """[T, H, W, 3] in 0..1 -> the track of a clip's one object of the named `colour` (None: any colour), segmented
+    against the clip's background estimate as the judge does."""
+    seg = segment(clip, [colour], config)
+    return measure_object(seg.coverage(0), seg.lab, config.min_area)

@@ -13,8 +13,7 @@ from training.world import ObjectSpec, Scene, render
 from training.world.attributes import SHAPES, SIZES
 
 from .config import JudgeConfig
-from .measure import Track, measure_object
-from .segment import segment
+from .measure import Track, track_one
 
 REFERENCE_SIDE = 64
 
@@ -29,8 +28,7 @@ def shape_signatures() -> dict[str, torch.Tensor]:
         for size in SIZES:
             scene = Scene((ObjectSpec(shape, "red", "still", size, (0.5, 0.5)),), "black")
             clip = render(scene, 1, REFERENCE_SIDE, REFERENCE_SIDE)
-            seg = segment(clip, ["red"], config)
-            feats.append(measure_object(seg.coverage(0), seg.lab, config.min_area).features[0])
+            feats.append(track_one(clip, "red", config).features[0])
         out[shape] = torch.stack(feats).mean(dim=0)
     return out
 
