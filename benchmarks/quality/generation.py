@@ -37,8 +37,7 @@ MODELS = ("teacher", "teacher-ar", "dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt
 TEACHERS = ("teacher", "teacher-ar", "teacher-ar-warm")
 AR_STUDENTS = ("ar-dmd", "salt-ar", "salt-ar-tf", "salt-ar-2s", "salt-ar-2s-long", "salt-ar-warm-tf",
                "salt-ar-warm-2s", "salt-ar-warm-tf-long")
-STUDENTS = ("dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt-ar", "dmd-4-tf", "salt-ar-tf", "salt-ar-2s",
-            "salt-ar-2s-long", "salt-ar-warm-tf", "salt-ar-warm-2s", "salt-ar-warm-tf-long")
+STUDENTS = tuple(m for m in MODELS if m not in TEACHERS)
 NFES = (1, 2, 4, 8)
 TEACHER_STEPS = 50
 SHIFT = 5.0
