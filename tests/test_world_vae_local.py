@@ -234,3 +234,49 @@ def test_decoder_only_training_needs_an_init():
     cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, train_encoder=False))
     with pytest.raises(ConfigError, match="vae.train_encoder=false .* vae.init"):
         VAETask(cfg, "cpu")
+
+
+def _decoder_task(tmp_path, latent_noise: float, train_encoder: bool = False):
+    import dataclasses as dc
+
+    from training.commands.vae import VAETask
+    from training.config import TrainConfig
+
+    stats = dict(latent_mean=(0.0,) * 4, latent_std=(0.5, 1.0, 2.0, 4.0))
+    init = save_vae(str(tmp_path / "init.safetensors"), WanVAE(dc.replace(vae_preset("micro"), **stats)))
+    cfg = TrainConfig()
+    v = dc.replace(cfg.vae, init=init, train_encoder=train_encoder, latent_noise=latent_noise,
+                   clips=WorldClipsConfig(frames=5, height=32, width=32))
+    return VAETask(dc.replace(cfg, vae=v), "cpu")
+
+
+def test_latent_noise_is_per_clip_scaled_by_the_latent_std_and_reproducible(tmp_path):
+    task = _decoder_task(tmp_path, latent_noise=0.5)
+    z = torch.zeros(3, 4, 2, 64, 64)
+    a = task._noised(z, [0, 1, 2], step=7)
+    assert torch.equal(a, task._noised(z, [0, 1, 2], step=7))        # a resumed step draws the same
+    assert torch.equal(a[1], task._noised(z[:1], [1], step=7)[0])      # per clip, not per batch position
+    assert not torch.equal(a, task._noised(z, [0, 1, 2], step=8))
+    spread = a.std(dim=(2, 3, 4))                                      # [B, C]: clip scale x channel std
+    ratio = spread / spread[:, :1]
+    assert torch.allclose(ratio, torch.tensor([1.0, 2.0, 4.0, 8.0]).expand_as(ratio), rtol=0.05)
+    scales = spread[:, 0] / 0.5                                        # the clip's U(0, 0.5) draw
+    assert ((scales > 0) & (scales < 0.5)).all() and scales.unique().numel() == 3
+
+
+def test_latent_noise_needs_a_frozen_encoder(tmp_path):
+    with pytest.raises(ConfigError, match="vae.latent_noise .* vae.train_encoder=false"):
+        _decoder_task(tmp_path, latent_noise=0.3, train_encoder=True)
+
+
+def test_latent_noise_reaches_the_decoder_in_training(tmp_path):
+    batch = {"video": torch.rand(2, 3, 5, 32, 32) * 2 - 1, "objects": torch.zeros(2, 1, 5, 32, 32),
+             "sample_id": torch.tensor([4, 5])}
+    clean = _decoder_task(tmp_path, latent_noise=0.0)
+    noisy = _decoder_task(tmp_path, latent_noise=1.0)
+    noisy.model.load_state_dict(clean.model.state_dict())
+    with torch.no_grad():
+        l_clean, _ = clean.loss("vae", batch, step=3)
+        l_noisy, _ = noisy.loss("vae", batch, step=3)
+        l_again, _ = noisy.loss("vae", batch, step=3)
+    assert float(l_noisy) != float(l_clean) and float(l_noisy) == float(l_again)

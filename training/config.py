@@ -402,6 +402,11 @@ class VAETrainConfig:
              "(|Δx̂ − Δx| over consecutive frames, object-weighted like the L1): penalises colour flicker, across "
              "group boundaries too when the clips hold two groups (9 frames).", NON_NEGATIVE)
     kl_weight: float = opt(1e-6, "Weight of the KL divergence of the posterior to N(0, I).", NON_NEGATIVE)
+    latent_noise: float = opt(
+        0.0, "Decoder robustness: Gaussian noise of a standard deviation drawn per clip from U(0, latent_noise) is "
+             "added to the latent in the DiTs' normalised space (per-channel mean/std of vae.init) before it is "
+             "decoded, and the loss still asks for the clean clip, so the decoder learns to map a DiT's slightly "
+             "off latents back onto clean frames (0 = off; needs vae.train_encoder=false).", NON_NEGATIVE)
     sample_posterior: bool = opt(False, "Decode a posterior sample mu + sigma·eps (true) or the mean mu (false: "
                                  "converges much faster in short runs; the KL term still bounds mu).")
     stats_clips: int = opt(64, "Training clips whose posterior means give the per-channel latent mean/std.", AT_LEAST_1)

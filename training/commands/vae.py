@@ -25,7 +25,7 @@ from salt_core.vae import FeatureCache, VAEConfig, WanVAE, vae_preset
 from ..checkpoint import latest_checkpoint, load_checkpoint
 from ..config import TrainConfig, WorldClipsConfig
 from ..config_load import ConfigError
-from ..seeding import per_sample_randn
+from ..seeding import per_sample, per_sample_randn
 from ..task import NetSpec, Task
 from ..vae_init import lsuv_init
 from .common import Data, run_training
@@ -163,6 +163,9 @@ class VAETask(Task):
                 raise ConfigError(f"vae.{key} must be >= 0, got {getattr(v, key)}")
         if not v.train_encoder and not v.init:
             raise ConfigError("vae.train_encoder=false trains the decoder of an existing VAE: set vae.init to it")
+        if v.latent_noise > 0 and v.train_encoder:
+            raise ConfigError("vae.latent_noise > 0 needs vae.train_encoder=false: the noise is scaled by the "
+                              "latent statistics of vae.init, which a trained encoder would move away from")
         self.model = initial_vae(v, device)
         if not v.train_encoder:
             for part in encoder_side(self.model):
@@ -200,6 +203,8 @@ class VAETask(Task):
         if v.sample_posterior:
             noise = per_sample_randn(self.cfg.run.seed, step, batch["sample_id"].tolist(), "vae", mu.shape[1:])
             z = mu + noise.to(mu) * (0.5 * log_var).exp()
+        if v.latent_noise > 0:
+            z = self._noised(z, batch["sample_id"].tolist(), step)
         recon = decode_unclamped(self.model, z)
         objects = batch["objects"].float()
         l1, dssim = reconstruction_losses(recon, video, objects, v.object_weight)
@@ -215,6 +220,15 @@ class VAETask(Task):
             loss = loss + v.temporal_weight * temporal
             logs["temporal"] = temporal.detach().item()
         return loss, logs
+
+
+    def _noised(self, z: torch.Tensor, sample_ids: list[int], step: int) -> torch.Tensor:
+        """Raw latents [B, z, t, h, w] plus noise of std U(0, vae.latent_noise) per clip in normalised units."""
+        seed, top = self.cfg.run.seed, self.cfg.vae.latent_noise
+        noise = per_sample_randn(seed, step, sample_ids, "latent_noise", z.shape[1:]).to(z)
+        scale = per_sample(seed, step, sample_ids, "latent_noise_scale",
+                           lambda g: torch.rand((), generator=g)).to(z) * top              # [B]
+        return z + noise * scale.view(-1, 1, 1, 1, 1) * self.model.latent_std.to(z)
 
 
 def encoder_side(model: WanVAE) -> tuple[torch.nn.Module, ...]:
