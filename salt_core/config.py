@@ -96,6 +96,8 @@ DIT_PRESETS: dict[str, DiTConfig] = {
     # Tiny presets: same architecture, sizes for tests and CPU training.
     "tiny": DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, text_len=16),
     "tiny-wide": DiTConfig(dim=128, ffn_dim=256, num_heads=4, num_layers=4, text_dim=32, text_len=16),
+    # 3.1 M params: the world teacher's capacity probe (benchmarks/quality/teacher-probes/RESULTS.md)
+    "tiny-deep": DiTConfig(dim=192, ffn_dim=384, num_heads=4, num_layers=6, text_dim=32, text_len=16),
 }
 
 

@@ -1,7 +1,7 @@
 """benchmarks/quality/results.json (the current chain), ar-teacher-score/results.json (the students scored by the AR
 teacher), two-scores/results.json and long-tuning/results.json (the students scored by both teachers),
 warm-ar-teacher/results.json and warm-ar-teacher/long-tuning/results.json (the AR teacher started from the
-bidirectional one, and its students) and
+bidirectional one, and its students), teacher-probes/results.json (the bidirectional teacher trained longer) and
 checkpoints/causal-vae-chain/results.json (the chain before issue 16, kept with its models and VAE)
 are reproducible: re-generate a few clips from the committed checkpoints with the suite's own code (same grid,
 seed, CFG and decode), re-score them with the judge, and compare every dimension and the total with the stored
@@ -27,12 +27,14 @@ RESULTS_FILES = ([os.environ["SALT_QUALITY_RESULTS"]] if os.environ.get("SALT_QU
                   os.path.join(QUALITY, "long-tuning", "results.json"),
                   os.path.join(QUALITY, "warm-ar-teacher", "results.json"),
                   os.path.join(QUALITY, "warm-ar-teacher", "long-tuning", "results.json"),
+                  os.path.join(QUALITY, "teacher-probes", "results.json"),
                   os.path.join(QUALITY, "checkpoints", "causal-vae-chain", "results.json")])
 # CPU fp32 with one thread is deterministic: re-runs reproduce the stored scores exactly (measured: 0 difference).
 TOLERANCE = 1e-3
 CASES = [("sc-dmd-8", 4, 0), ("dmd-4", 1, 1), ("salt-ar", 2, 0), ("salt-ar", 2, 1), ("salt-ar-tf", 4, 0),
          ("dmd-4-tf", 2, 1), ("salt-ar-2s", 4, 1), ("salt-ar-2s-long", 4, 2),
-         ("salt-ar-warm-tf", 2, 1), ("salt-ar-warm-2s", 4, 0), ("salt-ar-warm-tf-long", 4, 1)]
+         ("salt-ar-warm-tf", 2, 1), ("salt-ar-warm-2s", 4, 0), ("salt-ar-warm-tf-long", 4, 1),
+         ("teacher-long", 50, 3)]
 
 
 def _path(p: str) -> str:
