@@ -221,7 +221,6 @@ class VAETask(Task):
             logs["temporal"] = temporal.detach().item()
         return loss, logs
 
-
     def _noised(self, z: torch.Tensor, sample_ids: list[int], step: int) -> torch.Tensor:
         """Raw latents [B, z, t, h, w] plus noise of std U(0, vae.latent_noise) per clip in normalised units."""
         seed, top = self.cfg.run.seed, self.cfg.vae.latent_noise
