@@ -225,8 +225,9 @@ def test_every_reference_case_is_reproduced(reference_and_now):
         assert got.shape == want.shape and got.dtype == want.dtype, key
         if same_machine:
             assert torch.equal(got, want), f"{key}: max |diff| {(got.double() - want.double()).abs().max().item():.3g}"
-        else:  # other kernels: bit identity is only defined on the recording machine's torch/CPU
-            torch.testing.assert_close(got.double(), want.double(), rtol=1e-5, atol=1e-6, msg=key)
+        else:  # other kernels: bit identity is only defined on the recording machine's torch/CPU.
+            # Measured AVX2 against the AVX512 recording: up to 6e-5 on values of ~4 after a multi-chunk rollout
+            torch.testing.assert_close(got.double(), want.double(), rtol=1e-4, atol=2e-4, msg=key)
 
 
 def test_reference_cases_are_sensitive(reference_and_now):
