@@ -199,12 +199,12 @@ class VAETask(Task):
         with torch.set_grad_enabled(v.train_encoder):
             mu, log_var = self.model.encode_moments(video)
         log_var = log_var.clamp(-30.0, 20.0)
-        z = mu
+        z, sample_ids = mu, batch["sample_id"].tolist()
         if v.sample_posterior:
-            noise = per_sample_randn(self.cfg.run.seed, step, batch["sample_id"].tolist(), "vae", mu.shape[1:])
+            noise = per_sample_randn(self.cfg.run.seed, step, sample_ids, "vae", mu.shape[1:])
             z = mu + noise.to(mu) * (0.5 * log_var).exp()
         if v.latent_noise > 0:
-            z = self._noised(z, batch["sample_id"].tolist(), step)
+            z = self._noised(z, sample_ids, step)
         recon = decode_unclamped(self.model, z)
         objects = batch["objects"].float()
         l1, dssim = reconstruction_losses(recon, video, objects, v.object_weight)
