@@ -48,3 +48,32 @@ def test_judge_models_labels_each_cfg_scale(capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "total" in ln]
     assert len(lines) == 2
     assert "NFE 1:" in lines[0] and "NFE 1 CFG 3:" in lines[1]
+
+
+def test_judge_models_pairs_against_a_results_file_and_refuses_one_that_judged_other_prompts(capsys, tmp_path):
+    """Re-judging a committed model against its own clips in the committed results file pairs to exactly zero;
+    a file whose prompts differ is refused by name before any clip is judged."""
+    import json
+
+    import judge_models
+
+    results = os.path.join(QUALITY, "results.json")
+    with open(results) as f:
+        data = json.load(f)
+    ckpt = os.path.join(ROOT, data["config"]["checkpoints"], "dmd-4.safetensors")
+    if not os.path.isfile(ckpt):
+        pytest.skip(f"{ckpt} is not committed")
+    assert judge_models.main([ckpt, "--nfe", "1", "--prompts", "2", "--against", results, "dmd-4", "1"]) == 0
+    paired = [ln for ln in capsys.readouterr().out.splitlines() if "paired vs reference" in ln]
+    assert len(paired) == 1
+    diffs = dict(part.split(" ")[:2] for part in paired[0].split(": ", 1)[1].split(", "))  # "colour +0.001 ± 0.002"
+    assert set(diffs) == set(judge_models.DIMENSIONS)
+    assert all(abs(float(d)) < 1e-3 for d in diffs.values()), diffs  # the same clips, re-judged (float round-off)
+
+    data["config"]["prompt_list"][0] = "a different prompt"
+    other = tmp_path / "results.json"
+    other.write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match="prompt_list"):
+        judge_models.main([ckpt, "--nfe", "4", "--prompts", "1", "--against", str(other), "dmd-4", "4"])
+    with pytest.raises(SystemExit, match="no clip of model 'dmd-4' at NFE 3"):
+        judge_models.main([ckpt, "--nfe", "4", "--prompts", "1", "--against", results, "dmd-4", "3"])
