@@ -1,5 +1,5 @@
-"""The quality suite's command-line probes (benchmarks/quality/cache_sensitivity.py, judge_models.py) on the
-committed checkpoints: they measure what they say and refuse what they cannot measure. (conftest runs every
+"""The quality suite's command-line probes (benchmarks/quality/cache_sensitivity.py, judge_models.py,
+contact_sheet.py) on the committed checkpoints: they measure what they say and refuse what they cannot measure. (conftest runs every
 test on one thread, as the probes themselves default to.)"""
 import os
 import sys
@@ -77,3 +77,36 @@ def test_judge_models_pairs_against_a_results_file_and_refuses_one_that_judged_o
         judge_models.main([ckpt, "--nfe", "4", "--prompts", "1", "--against", str(other), "dmd-4", "4"])
     with pytest.raises(SystemExit, match="no clip of model 'dmd-4' at NFE 3"):
         judge_models.main([ckpt, "--nfe", "4", "--prompts", "1", "--against", results, "dmd-4", "3"])
+
+
+def test_contact_sheet_tiles_the_judged_frames_of_each_checkpoint(tmp_path):
+    """Each tile of the sheet is the clip's frame, upscaled by nearest: checked pixel for pixel against the clip
+    judge_models would judge (same prompt, seed and grid)."""
+    import numpy as np
+    from PIL import Image
+
+    import contact_sheet
+    from generation import DEFAULT_PROMPTS, DEFAULT_TEXT_ENCODER, DEFAULT_VAE, Bench, read_prompts, to_uint8
+    from salt_core.checkpoints import load_dit
+
+    ckpt = _checkpoint("dmd-4")
+    out = tmp_path / "sheet.png"
+    assert contact_sheet.main([ckpt, ckpt, "--nfe", "1", "--prompts", "2", "--frames", "3", "--scale", "2",
+                               "--out", str(out)]) == 0
+    image = np.asarray(Image.open(out))
+    prompts = read_prompts(DEFAULT_PROMPTS, 2)
+    model, info = load_dit(ckpt)
+    video = to_uint8(Bench(contact_sheet.HERE, DEFAULT_VAE, DEFAULT_TEXT_ENCODER, prompts)
+                     .judged(model.eval(), info, 1, 1, guidance=1.0)[1]).numpy()  # prompt 1, [T, H, W, 3]
+    t, h, w, _ = video.shape
+    frames = contact_sheet.pick_frames(t, 3)
+    assert frames == [0, round((t - 1) / 2), t - 1]
+    block = 3 * 2 * w + contact_sheet.GAP
+    assert image.shape == (2 * (2 * h + contact_sheet.LABEL_HEIGHT), 2 * block, 3)
+    top = (2 * h + contact_sheet.LABEL_HEIGHT) + contact_sheet.LABEL_HEIGHT  # row 1's tiles
+    for c in range(2):
+        tile = image[top:top + 2 * h, c * block + 2 * (2 * w):c * block + 3 * (2 * w)]  # frame 3 of 3
+        assert np.array_equal(tile[::2, ::2], video[t - 1]) and np.array_equal(tile[1::2, 1::2], video[t - 1])
+    assert not os.path.exists(str(out) + ".tmp.png")
+    with pytest.raises(SystemExit, match="expected a .png"):
+        contact_sheet.main([ckpt, "--out", str(tmp_path / "sheet.jpg")])
