@@ -1,6 +1,6 @@
 """The quality suite's command-line probes (benchmarks/quality/cache_sensitivity.py, judge_models.py,
-contact_sheet.py) on the committed checkpoints: they measure what they say and refuse what they cannot measure. (conftest runs every
-test on one thread, as the probes themselves default to.)"""
+contact_sheet.py) on the committed checkpoints: they measure what they say and refuse what they cannot measure.
+(conftest runs every test on one thread, as the probes themselves default to.)"""
 import os
 import sys
 
