@@ -21,6 +21,8 @@ python -m training teacher --config $W/teacher.yaml $T             # bidirection
 python -m training teacher --config $W/teacher-ar.yaml $T          # AR teacher (teacher forcing)
 python -m training teacher --config $W/teacher-ar-warm.yaml $T     # AR teacher from the bidirectional teacher's weights
 python -m training teacher --config $W/teacher-ar-warm-long.yaml $T # ... 3000 more steps
+python -m training teacher --config $W/teacher-ar-warm-more.yaml $T # ... and 3000 more
+python -m training teacher --config $W/teacher-long.yaml $T        # the bidirectional teacher, 6000 more steps
 
 python -m training dmd     --config $W/dmd-4.yaml $T               # DMD, 4-point grid
 python -m training dmd     --config $W/dmd-8.yaml $T               # DMD, 8-point grid
@@ -34,6 +36,8 @@ python -m training salt-ar --config $W/salt-ar-2s-long.yaml $T     # ... then tu
 python -m training salt-ar --config $W/salt-ar-warm-tf.yaml $T     # Salt-AR from and scored by the warm AR teacher
 python -m training salt-ar --config $W/salt-ar-warm-2s.yaml $T     # ... scored by both teachers
 python -m training salt-ar --config $W/salt-ar-warm-tf-long.yaml $T # salt-ar-warm-tf tuned on 18-frame streams
+python -m training salt-ar --config $W/salt-ar-warm-more-tf.yaml $T # Salt-AR from and scored by teacher-ar-warm-more
+python -m training dmd     --config $W/dmd-4-warm-more-tf.yaml $T  # DMD-4 from teacher-long, scored by it
 
 # the embedded default: Salt-AR from and scored by the warm AR teacher + its VAE + text encoder
 mkdir -p salt_core/assets/default
@@ -46,7 +50,9 @@ mkdir -p benchmarks/quality/checkpoints
 for m in teacher:teacher teacher_ar:teacher-ar dmd_4:dmd-4 dmd_8:dmd-8 sc_dmd_8:sc-dmd-8 ar_dmd:ar-dmd salt_ar:salt-ar \
          dmd_4_tf:dmd-4-tf salt_ar_tf:salt-ar-tf salt_ar_2s:salt-ar-2s \
          salt_ar_2s_long:salt-ar-2s-long teacher_ar_warm_long:teacher-ar-warm salt_ar_warm_tf:salt-ar-warm-tf \
-         salt_ar_warm_2s:salt-ar-warm-2s salt_ar_warm_tf_long:salt-ar-warm-tf-long; do
+         salt_ar_warm_2s:salt-ar-warm-2s salt_ar_warm_tf_long:salt-ar-warm-tf-long teacher_long:teacher-long \
+         teacher_ar_warm_more:teacher-ar-warm-more salt_ar_warm_more_tf:salt-ar-warm-more-tf \
+         dmd_4_warm_more_tf:dmd-4-warm-more-tf; do
   cp "runs/world/${m%%:*}/model.safetensors" "benchmarks/quality/checkpoints/${m##*:}.safetensors"
 done
 python benchmarks/quality/record_trained_with.py   # they decode with the default's VAE (stage 7's decoder)

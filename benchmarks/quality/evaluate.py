@@ -9,9 +9,8 @@ semigroup (defect along the inference path at K = 2/4/8), consistency (K = 2 and
 long (causal rollouts at 4x/16x the training length under window / sink_window / full caches, judged per
 33-frame segment), switch (prompt switch with and without re-cache); the paper's claims are checked from
 whatever ran. Sections 0-1 use the first --prompts held-out prompts, sections 2-5 the first --long-prompts.
-Inputs: --checkpoints DIR holds <model>.safetensors for teacher, teacher-ar, dmd-4, dmd-8, sc-dmd-8, ar-dmd,
-salt-ar, dmd-4-tf, salt-ar-tf, salt-ar-2s(-long), teacher-ar-warm, salt-ar-warm-tf(-long), salt-ar-warm-2s
-(missing ones are skipped); --vae / --text-encoder default to the embedded default's.
+Inputs: --checkpoints DIR holds <model>.safetensors for each model of generation.MODELS (teacher, teacher-ar,
+dmd-4, ..., salt-ar-warm-more-tf, dmd-4-warm-more-tf; missing ones are skipped); --vae / --text-encoder default to the embedded default's.
 Conventions (grid, seeds, CFG, decoding): generation.py; one module per section next to this file.
 """
 from __future__ import annotations

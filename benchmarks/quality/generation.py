@@ -30,13 +30,15 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 # "-tf": scored by the AR teacher, each chunk given its clean past (training/configs/world/*-tf.yaml); "-2s": by
 # both teachers, each with its own critic (second_score); "-long": then tuned on long streams (ar.rollout_frames);
 # "-warm": the AR teacher started from the bidirectional teacher's weights (teacher-ar-warm*.yaml) and what
-# learnt from it; "teacher-long": the bidirectional teacher trained 6000 steps more (teacher-long.yaml)
+# learnt from it; "teacher-long": the bidirectional teacher trained 6000 steps more (teacher-long.yaml);
+# "-warm-more": the warm AR teacher trained 3000 steps more (teacher-ar-warm-more.yaml) and what learnt from it
 MODELS = ("teacher", "teacher-ar", "dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt-ar", "dmd-4-tf", "salt-ar-tf",
           "salt-ar-2s", "salt-ar-2s-long", "teacher-ar-warm", "salt-ar-warm-tf", "salt-ar-warm-2s",
-          "salt-ar-warm-tf-long", "teacher-long")
-TEACHERS = ("teacher", "teacher-ar", "teacher-ar-warm", "teacher-long")
+          "salt-ar-warm-tf-long", "teacher-long", "teacher-ar-warm-more", "salt-ar-warm-more-tf",
+          "dmd-4-warm-more-tf")
+TEACHERS = ("teacher", "teacher-ar", "teacher-ar-warm", "teacher-long", "teacher-ar-warm-more")
 AR_STUDENTS = ("ar-dmd", "salt-ar", "salt-ar-tf", "salt-ar-2s", "salt-ar-2s-long", "salt-ar-warm-tf",
-               "salt-ar-warm-2s", "salt-ar-warm-tf-long")
+               "salt-ar-warm-2s", "salt-ar-warm-tf-long", "salt-ar-warm-more-tf")
 STUDENTS = tuple(m for m in MODELS if m not in TEACHERS)
 NFES = (1, 2, 4, 8)
 TEACHER_STEPS = 50
