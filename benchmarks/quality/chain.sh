@@ -37,6 +37,7 @@ python -m training salt-ar --config $W/salt-ar-warm-tf.yaml $T     # Salt-AR fro
 python -m training salt-ar --config $W/salt-ar-warm-2s.yaml $T     # ... scored by both teachers
 python -m training salt-ar --config $W/salt-ar-warm-tf-long.yaml $T # salt-ar-warm-tf tuned on 18-frame streams
 python -m training salt-ar --config $W/salt-ar-warm-more-tf.yaml $T # Salt-AR from and scored by teacher-ar-warm-more
+python -m training salt-ar --config $W/salt-ar-warm-more-tf-long.yaml $T # ... tuned on 18-frame streams
 python -m training dmd     --config $W/dmd-4-warm-more-tf.yaml $T  # DMD-4 from teacher-long, scored by it
 
 # the embedded default: Salt-AR from and scored by the warm AR teacher + its VAE + text encoder
@@ -52,7 +53,7 @@ for m in teacher:teacher teacher_ar:teacher-ar dmd_4:dmd-4 dmd_8:dmd-8 sc_dmd_8:
          salt_ar_2s_long:salt-ar-2s-long teacher_ar_warm_long:teacher-ar-warm salt_ar_warm_tf:salt-ar-warm-tf \
          salt_ar_warm_2s:salt-ar-warm-2s salt_ar_warm_tf_long:salt-ar-warm-tf-long teacher_long:teacher-long \
          teacher_ar_warm_more:teacher-ar-warm-more salt_ar_warm_more_tf:salt-ar-warm-more-tf \
-         dmd_4_warm_more_tf:dmd-4-warm-more-tf; do
+         salt_ar_warm_more_tf_long:salt-ar-warm-more-tf-long dmd_4_warm_more_tf:dmd-4-warm-more-tf; do
   cp "runs/world/${m%%:*}/model.safetensors" "benchmarks/quality/checkpoints/${m##*:}.safetensors"
 done
 python benchmarks/quality/record_trained_with.py   # they decode with the default's VAE (stage 7's decoder)

@@ -35,10 +35,10 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 MODELS = ("teacher", "teacher-ar", "dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt-ar", "dmd-4-tf", "salt-ar-tf",
           "salt-ar-2s", "salt-ar-2s-long", "teacher-ar-warm", "salt-ar-warm-tf", "salt-ar-warm-2s",
           "salt-ar-warm-tf-long", "teacher-long", "teacher-ar-warm-more", "salt-ar-warm-more-tf",
-          "dmd-4-warm-more-tf")
+          "dmd-4-warm-more-tf", "salt-ar-warm-more-tf-long")
 TEACHERS = ("teacher", "teacher-ar", "teacher-ar-warm", "teacher-long", "teacher-ar-warm-more")
 AR_STUDENTS = ("ar-dmd", "salt-ar", "salt-ar-tf", "salt-ar-2s", "salt-ar-2s-long", "salt-ar-warm-tf",
-               "salt-ar-warm-2s", "salt-ar-warm-tf-long", "salt-ar-warm-more-tf")
+               "salt-ar-warm-2s", "salt-ar-warm-tf-long", "salt-ar-warm-more-tf", "salt-ar-warm-more-tf-long")
 STUDENTS = tuple(m for m in MODELS if m not in TEACHERS)
 NFES = (1, 2, 4, 8)
 TEACHER_STEPS = 50
