@@ -118,3 +118,32 @@ def test_build_latents_takes_any_clip_source(tmp_path, monkeypatch):
     from training.data.build import callable_clips
 
     assert [p for _, p in callable_clips("fake_world:clips")] == ["clip 0", "clip 1", "clip 2"]
+
+
+def test_callable_source_is_asked_for_build_frames(monkeypatch):
+    """build.frames reaches a callable that takes `frames` (the world renders clips that long); one without it is
+    called bare (its clips are cut later)."""
+    import types
+
+    from training.data.build import callable_clips
+    from training.world.dataset import WorldDataset
+
+    seen = []
+
+    def sized(frames=5):
+        seen.append(frames)
+        return iter(())
+
+    def bare():
+        seen.append("bare")
+        return iter(())
+
+    module = types.ModuleType("fake_sources")
+    module.sized, module.bare = sized, bare
+    monkeypatch.setitem(sys.modules, "fake_sources", module)
+    callable_clips("fake_sources:sized", 17)
+    callable_clips("fake_sources:sized", 0)
+    callable_clips("fake_sources:bare", 17)
+    assert seen == [17, 5, "bare"]
+    world = callable_clips("training.world.dataset:WorldDataset", 65)
+    assert isinstance(world, WorldDataset) and world[0][0].shape[0] == 65

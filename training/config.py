@@ -345,7 +345,8 @@ class BuildConfig:
     path: str = opt("", "The folder / manifest / callable path of the source.")
     output: str = opt("", "Output dataset folder.")
     vae: str = opt("", "VAE checkpoint (salt_core.checkpoints.load_vae) encoding the clips.")
-    frames: int = opt(0, "Pixel frames per clip, 4k+1 (0 = the longest 4k+1 prefix of each clip).", NON_NEGATIVE)
+    frames: int = opt(0, "Pixel frames per clip, 4k+1 (0 = the longest 4k+1 prefix of each clip); a 'callable' "
+                      "source that takes a `frames` argument is asked for clips this long.", NON_NEGATIVE)
     limit: int = opt(0, "Stop after this many clips (0 = all; 'random': the sample count, default 16).", NON_NEGATIVE)
     latent_shape: tuple[int, ...] = opt((16, 3, 4, 4), "'random': per-sample latent shape [C, T, H, W].", AT_LEAST_1)
     samples_per_shard: int = opt(64, "Samples per safetensors shard on disk.", AT_LEAST_1)

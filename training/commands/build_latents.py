@@ -42,7 +42,7 @@ def run(cfg: TrainConfig, command: str = "build-latents") -> dict:
     device = pick_device(cfg.run.device)
     vae, _ = load_vae(b.vae, device=device)
     encoder = build_text_encoder(cfg.text, cfg_text_dim(cfg))
-    clips = video_folder_clips(b.path) if b.source == "videos" else callable_clips(b.path)
+    clips = video_folder_clips(b.path) if b.source == "videos" else callable_clips(b.path, b.frames)
     n = build_latents(clips, vae, encoder, b.output, frames=b.frames, limit=b.limit,
                       samples_per_shard=b.samples_per_shard, negative_prompt=cfg.text.negative_prompt, device=device,
                       meta={"source": b.source, "path": b.path, "vae": os.path.abspath(b.vae)})

@@ -2,11 +2,12 @@
 
 A clip source is any iterable of (frames [T, H, W, 3] uint8 or float 0..1, prompt). Sources here: a folder
 of .mp4 with same-named .txt prompts, a .jsonl manifest {"video", "prompt"}, or a 'module:function'
-callable (the synthetic world plugs in this way). Clips are cut to the longest 4k+1 prefix (or
+callable (the synthetic world plugs in this way; it renders clips of build.frames when given). Clips are cut to the longest 4k+1 prefix (or
 build.frames); height and width must be multiples of the VAE's spatial factor.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Iterable, Iterator, Optional
@@ -48,8 +49,22 @@ def video_folder_clips(path: str) -> Iterator[Clip]:
         yield read_mp4(os.path.join(path, name))[0], prompt
 
 
-def callable_clips(spec: str) -> Iterable[Clip]:
-    return load_callable(spec, "build.path")()
+def callable_clips(spec: str, frames: int = 0) -> Iterable[Clip]:
+    """The clips of a 'module:function' source. With frames > 0 and a function that takes a `frames` argument
+    (training.world.dataset:WorldDataset does), it is asked for clips that long; a function without one is
+    called bare and its clips are cut to `frames` (build_latents refuses shorter ones)."""
+    source = load_callable(spec, "build.path")
+    if frames and _takes_frames(source):
+        return source(frames=frames)
+    return source()
+
+
+def _takes_frames(source) -> bool:
+    try:
+        params = inspect.signature(source).parameters
+    except (TypeError, ValueError):  # builtins and some extension types have no signature
+        return False
+    return "frames" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def cut_frames(frames: torch.Tensor, want: int, temporal: int) -> torch.Tensor:
