@@ -2,7 +2,8 @@
 teacher), two-scores/results.json and long-tuning/results.json (the students scored by both teachers),
 warm-ar-teacher/results.json and warm-ar-teacher/long-tuning/results.json (the AR teacher started from the
 bidirectional one, and its students), warm-ar-more/results.json and warm-ar-more/long-tuning/results.json (that
-teacher trained longer, and its students), teacher-probes/results.json (the bidirectional teacher trained longer)
+teacher trained longer, and its students), warm-ar-more2/results.json and long-clips/results.json (3000 steps more
+again, then 8 s clips, and their students), teacher-probes/results.json (the bidirectional teacher trained longer)
 and checkpoints/causal-vae-chain/results.json (the chain before issue 16, kept with its models and VAE)
 are reproducible: re-generate a few clips from the committed checkpoints with the suite's own code (same grid,
 seed, CFG and decode), re-score them with the judge, and compare every dimension and the total with the stored
@@ -30,6 +31,8 @@ RESULTS_FILES = ([os.environ["SALT_QUALITY_RESULTS"]] if os.environ.get("SALT_QU
                   os.path.join(QUALITY, "warm-ar-teacher", "long-tuning", "results.json"),
                   os.path.join(QUALITY, "warm-ar-more", "results.json"),
                   os.path.join(QUALITY, "warm-ar-more", "long-tuning", "results.json"),
+                  os.path.join(QUALITY, "warm-ar-more2", "results.json"),
+                  os.path.join(QUALITY, "long-clips", "results.json"),
                   os.path.join(QUALITY, "teacher-probes", "results.json"),
                   os.path.join(QUALITY, "checkpoints", "causal-vae-chain", "results.json")])
 # CPU fp32 with one thread is deterministic: re-runs reproduce the stored scores exactly (measured: 0 difference).
@@ -38,7 +41,8 @@ CASES = [("sc-dmd-8", 4, 0), ("dmd-4", 1, 1), ("salt-ar", 2, 0), ("salt-ar", 2, 
          ("dmd-4-tf", 2, 1), ("salt-ar-2s", 4, 1), ("salt-ar-2s-long", 4, 2),
          ("salt-ar-warm-tf", 2, 1), ("salt-ar-warm-2s", 4, 0), ("salt-ar-warm-tf-long", 4, 1),
          ("teacher-long", 50, 3), ("salt-ar-warm-more-tf", 4, 2), ("dmd-4-warm-more-tf", 4, 1),
-         ("salt-ar-warm-more-tf-long", 2, 3)]
+         ("salt-ar-warm-more-tf-long", 2, 3), ("salt-ar-warm-more2-tf", 4, 0), ("teacher-ar-long-clips", 50, 1),
+         ("salt-ar-long-clips", 8, 2)]
 
 
 def _path(p: str) -> str:

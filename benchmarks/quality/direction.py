@@ -27,6 +27,7 @@ sys.path.insert(0, HERE)
 from generation import (DEFAULT_CHECKPOINTS, DEFAULT_TEXT_ENCODER, DEFAULT_VAE, MODELS, TEACHER_STEPS, TEACHERS,  # noqa: E402
                         Bench, generate, guidance_for, to_video)
 from reference import real_clip  # noqa: E402
+from salt_core.atomic import atomic_write_text  # noqa: E402
 from stats import mean, se  # noqa: E402
 from training.judge import JudgeConfig  # noqa: E402
 from training.judge.measure import track_one  # noqa: E402
@@ -111,6 +112,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.seeds < 2:
         p.error("--seeds must be >= 2 (a standard error needs two)")
+    if a.out and not os.path.isdir(os.path.dirname(os.path.abspath(a.out))):
+        p.error(f"--out {a.out}: its folder does not exist (checked before the minutes of sampling)")
     torch.set_num_threads(a.threads)
     bench = Bench(a.checkpoints, a.vae, a.text_encoder, [])
     missing = [m for m in a.models if m not in bench.available(a.models)]
@@ -121,8 +124,7 @@ def main(argv=None) -> int:
     text = table(rows, a.seeds) + f"\nTook {time.perf_counter() - t0:.0f} s at {a.threads} thread(s).\n"
     print(text)
     if a.out:
-        with open(a.out, "w", encoding="utf-8") as f:
-            f.write(text)
+        atomic_write_text(a.out, text)
     return 0
 
 

@@ -37,8 +37,8 @@ import nfe_table  # noqa: E402
 import reference  # noqa: E402
 import report  # noqa: E402
 import switch  # noqa: E402
-from generation import (AR_STUDENTS, DEFAULT_CHECKPOINTS, DEFAULT_PROMPTS, DEFAULT_TEXT_ENCODER,  # noqa: E402
-                        DEFAULT_VAE, MODELS, STUDENTS, Bench, read_prompts)
+from generation import (AR_STUDENTS, AR_TEACHERS, DEFAULT_CHECKPOINTS, DEFAULT_PROMPTS,  # noqa: E402
+                        DEFAULT_TEXT_ENCODER, DEFAULT_VAE, MODELS, STUDENTS, Bench, read_prompts)
 
 SECTIONS = ("reference", "nfe", "semigroup", "consistency", "long", "switch")
 
@@ -66,7 +66,7 @@ def parse(argv):
     p.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--long-teacher-steps", type=int, default=0,
-                   help="also roll out teacher-ar (CFG) in section 4 at this many steps (0: not)")
+                   help="also roll out the AR teachers (CFG) in section 4 at this many steps (0: not)")
     p.add_argument("--out", default=HERE, help="folder for RESULTS.md, results.json and the figures")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
@@ -103,8 +103,8 @@ def main(argv=None) -> int:
                           "models": present, "missing": missing,
                           "sections": a.sections, "threads": a.threads}}
     long_models = [m for m in AR_STUDENTS if m in present]
-    if a.long_teacher_steps and "teacher-ar" in present:
-        long_models = ["teacher-ar", *long_models]
+    if a.long_teacher_steps:
+        long_models = [m for m in AR_TEACHERS if m in present] + long_models
     plan = {"reference": lambda: reference.run(bench, a.prompts),
             "nfe": lambda: nfe_table.run(bench, present, a.prompts),
             "semigroup": lambda: defect.run(bench, students, a.long_prompts),

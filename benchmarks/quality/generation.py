@@ -31,14 +31,24 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 # both teachers, each with its own critic (second_score); "-long": then tuned on long streams (ar.rollout_frames);
 # "-warm": the AR teacher started from the bidirectional teacher's weights (teacher-ar-warm*.yaml) and what
 # learnt from it; "teacher-long": the bidirectional teacher trained 6000 steps more (teacher-long.yaml);
-# "-warm-more": the warm AR teacher trained 3000 steps more (teacher-ar-warm-more.yaml) and what learnt from it
+# "-warm-more": the warm AR teacher trained 3000 steps more (teacher-ar-warm-more.yaml) and what learnt from it;
+# "-warm-more2": 3000 more again (teacher-ar-warm-more2.yaml); "-long-clips": then trained on 8 s clips
+# (teacher-ar-long-clips.yaml), the student tuned on long streams against it (salt-ar-long-clips*.yaml) and one
+# distilled from it (salt-ar-long-clips-tf.yaml)
 MODELS = ("teacher", "teacher-ar", "dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt-ar", "dmd-4-tf", "salt-ar-tf",
           "salt-ar-2s", "salt-ar-2s-long", "teacher-ar-warm", "salt-ar-warm-tf", "salt-ar-warm-2s",
           "salt-ar-warm-tf-long", "teacher-long", "teacher-ar-warm-more", "salt-ar-warm-more-tf",
-          "dmd-4-warm-more-tf", "salt-ar-warm-more-tf-long")
-TEACHERS = ("teacher", "teacher-ar", "teacher-ar-warm", "teacher-long", "teacher-ar-warm-more")
+          "dmd-4-warm-more-tf", "salt-ar-warm-more-tf-long", "teacher-ar-warm-more2", "salt-ar-warm-more2-tf",
+          "salt-ar-warm-more2-tf-long", "teacher-ar-long-clips", "salt-ar-long-clips", "salt-ar-long-clips-36",
+          "salt-ar-long-clips-tf")
+TEACHERS = ("teacher", "teacher-ar", "teacher-ar-warm", "teacher-long", "teacher-ar-warm-more", "teacher-ar-warm-more2",
+            "teacher-ar-long-clips")
+AR_TEACHERS = ("teacher-ar", "teacher-ar-warm", "teacher-ar-warm-more", "teacher-ar-warm-more2",
+               "teacher-ar-long-clips")
 AR_STUDENTS = ("ar-dmd", "salt-ar", "salt-ar-tf", "salt-ar-2s", "salt-ar-2s-long", "salt-ar-warm-tf",
-               "salt-ar-warm-2s", "salt-ar-warm-tf-long", "salt-ar-warm-more-tf", "salt-ar-warm-more-tf-long")
+               "salt-ar-warm-2s", "salt-ar-warm-tf-long", "salt-ar-warm-more-tf", "salt-ar-warm-more-tf-long",
+               "salt-ar-warm-more2-tf", "salt-ar-warm-more2-tf-long", "salt-ar-long-clips", "salt-ar-long-clips-36",
+               "salt-ar-long-clips-tf")
 STUDENTS = tuple(m for m in MODELS if m not in TEACHERS)
 NFES = (1, 2, 4, 8)
 TEACHER_STEPS = 50

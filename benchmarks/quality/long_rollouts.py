@@ -15,7 +15,8 @@ from typing import Sequence, Union
 
 import torch
 
-from generation import CLIP_FRAMES, FPS, LATENT, Bench, causal_rollout, guidance_for, to_video, trained_policy
+from generation import (AR_TEACHERS, CLIP_FRAMES, FPS, LATENT, Bench, causal_rollout, guidance_for, to_video,
+                        trained_policy)
 from salt_core.kv_cache import CachePolicy
 from salt_core.sampling import PromptSegment
 from salt_core.validation import pixel_frames_for
@@ -82,7 +83,7 @@ def run(bench: Bench, models: list[str], prompts: int, teacher_steps: int = 0) -
     total = LENGTHS["16x"]
     temporal = bench.vae.config.temporal_factor
     for name in models:
-        steps = teacher_steps if name == "teacher-ar" else NFE
+        steps = teacher_steps if name in AR_TEACHERS else NFE
         _, info = bench.model(name)
         for pname, policy in policies_for(info, total).items():
             t0 = time.perf_counter()

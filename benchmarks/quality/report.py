@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from generation import CFG_SCALE, FPS, LATENT, SHIFT, TEACHER_STEPS, TEACHERS
+from generation import AR_TEACHERS, CFG_SCALE, FPS, LATENT, SHIFT, TEACHER_STEPS, TEACHERS
 from plots import PALETTE, Series, line_chart
 from training.judge import DIMENSIONS
 
@@ -162,7 +162,7 @@ def _long(sec: dict) -> list[str]:
              "| model | policy | cache | length | segments | first segment | last segment | last / first |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        who = r["model"] if r["model"] != "teacher-ar" else f"teacher-ar ({r['steps']} steps, CFG)"
+        who = r["model"] if r["model"] not in AR_TEACHERS else f"{r['model']} ({r['steps']} steps, CFG)"
         lines.append(f"| {who} | {r['policy']} | {_policy_text(r['policy_config'])} | {r['length']} | "
                      f"{len(r['segments'])} | "
                      f"{pm(r['first_total'], r['first_se'])} | {pm(r['last_total'], r['last_se'])} | {f(r['ratio'])} |")
