@@ -26,7 +26,7 @@ from _umt5_helpers import randomised_encoder, tiny_config, train_spiece, transfo
 from conftest import perturbed
 
 ROOT = Path(__file__).resolve().parents[1]
-WORLD = ROOT / "benchmarks" / "quality" / "checkpoints" / "salt-ar-warm-tf.safetensors"
+WORLD = ROOT / "benchmarks" / "quality" / "checkpoints" / "salt-ar-long-clips-tf.safetensors"
 EMBEDDED_DIT = DEFAULT_ASSETS / "dit.safetensors"
 pytestmark = pytest.mark.skipif(not (WORLD.is_file() and EMBEDDED_DIT.is_file()), reason="committed checkpoints absent")
 PROMPT = "a red circle moves to the right on a grey background"
@@ -59,7 +59,7 @@ def test_a_recorded_checkpoint_samples_with_the_vae_and_text_encoder_it_was_trai
     rc, err = generate(capsys, tmp_path / "a.mp4", "--checkpoint", str(checkpoint))
     assert rc == 0, err
     assert "trained with the VAE 'vae.safetensors'" in err and "trained with the text encoder" in err
-    assert torch.equal(frames(tmp_path / "a.mp4"), default_video)  # salt-ar-warm-tf is the embedded default's DiT
+    assert torch.equal(frames(tmp_path / "a.mp4"), default_video)  # salt-ar-long-clips-tf is the embedded default's DiT
 
 
 def world_model() -> WanDiT:

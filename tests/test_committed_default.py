@@ -95,3 +95,21 @@ def test_default_moves_the_way_the_prompt_says(model):
              for d in ("to the right", "to the left")}
     assert min(moved["to the right"]) > 0.03 and max(moved["to the left"]) < -0.03, moved
     assert sum(moved["to the right"]) / 3 > 0.1 and sum(moved["to the left"]) / 3 < -0.1, moved
+
+
+def test_default_keeps_its_object_over_a_long_stream(model):
+    """16 s (261 frames, 7x the clip it was trained on): a circle that moves up wraps around the frame edge and a
+    square that shrinks holds its size, and both are still there at the end. The defaults distilled from teachers
+    that saw only 2 s clips lost them (salt-ar-warm-tf: "moves up" seed 2 seen in 70 % of the last 66 frames,
+    "shrinks" seed 1 in 24 %; benchmarks/quality/long-clips/RESULTS.md). "Moves to the left" is weaker (64-100 %)
+    and not asked here."""
+    from training.judge import JudgeConfig
+    from training.judge.measure import track_one
+
+    torch.set_num_threads(1)
+    for prompt in ("a red circle moves up on a black background", "a red square shrinks on a black background"):
+        for seed in range(3):
+            track = track_one(_clip(model, prompt, seed, frames=261), "red", JudgeConfig())
+            seen = float(track.present[-66:].float().mean())
+            radius = float(track.radius[-66:].mean())
+            assert seen >= 0.9 and radius >= 0.06, (prompt, seed, round(seen, 2), round(radius, 3))

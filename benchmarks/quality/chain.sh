@@ -48,9 +48,9 @@ python -m training salt-ar --config $W/salt-ar-long-clips-36.yaml $T # ... then 
 python -m training salt-ar --config $W/salt-ar-long-clips-tf.yaml $T # Salt-AR from and scored by teacher-ar-long-clips
 python -m training dmd     --config $W/dmd-4-warm-more-tf.yaml $T  # DMD-4 from teacher-long, scored by it
 
-# the embedded default: Salt-AR from and scored by the warm AR teacher + its VAE + text encoder
+# the embedded default: Salt-AR from and scored by the AR teacher trained on 8 s clips + its VAE + text encoder
 mkdir -p salt_core/assets/default
-cp runs/world/salt_ar_warm_tf/model.safetensors salt_core/assets/default/dit.safetensors
+cp runs/world/salt_ar_long_clips_tf/model.safetensors salt_core/assets/default/dit.safetensors
 cp runs/world/vae_temporal/vae.safetensors salt_core/assets/default/vae.safetensors
 cp runs/world/text_encoder/text_encoder.safetensors salt_core/assets/default/text_encoder.safetensors
 
