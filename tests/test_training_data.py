@@ -123,8 +123,6 @@ def test_build_latents_takes_any_clip_source(tmp_path, monkeypatch):
 def test_callable_source_is_asked_for_build_frames(monkeypatch):
     """build.frames reaches a callable that takes `frames` (the world renders clips that long); one without it is
     called bare (its clips are cut later)."""
-    import types
-
     from training.data.build import callable_clips
     from training.world.dataset import WorldDataset
 

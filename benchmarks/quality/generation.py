@@ -41,10 +41,9 @@ MODELS = ("teacher", "teacher-ar", "dmd-4", "dmd-8", "sc-dmd-8", "ar-dmd", "salt
           "dmd-4-warm-more-tf", "salt-ar-warm-more-tf-long", "teacher-ar-warm-more2", "salt-ar-warm-more2-tf",
           "salt-ar-warm-more2-tf-long", "teacher-ar-long-clips", "salt-ar-long-clips", "salt-ar-long-clips-36",
           "salt-ar-long-clips-tf")
-TEACHERS = ("teacher", "teacher-ar", "teacher-ar-warm", "teacher-long", "teacher-ar-warm-more", "teacher-ar-warm-more2",
-            "teacher-ar-long-clips")
 AR_TEACHERS = ("teacher-ar", "teacher-ar-warm", "teacher-ar-warm-more", "teacher-ar-warm-more2",
                "teacher-ar-long-clips")
+TEACHERS = ("teacher", "teacher-long", *AR_TEACHERS)
 AR_STUDENTS = ("ar-dmd", "salt-ar", "salt-ar-tf", "salt-ar-2s", "salt-ar-2s-long", "salt-ar-warm-tf",
                "salt-ar-warm-2s", "salt-ar-warm-tf-long", "salt-ar-warm-more-tf", "salt-ar-warm-more-tf-long",
                "salt-ar-warm-more2-tf", "salt-ar-warm-more2-tf-long", "salt-ar-long-clips", "salt-ar-long-clips-36",

@@ -2,8 +2,8 @@
 
 A clip source is any iterable of (frames [T, H, W, 3] uint8 or float 0..1, prompt). Sources here: a folder
 of .mp4 with same-named .txt prompts, a .jsonl manifest {"video", "prompt"}, or a 'module:function'
-callable (the synthetic world plugs in this way; it renders clips of build.frames when given). Clips are cut to the longest 4k+1 prefix (or
-build.frames); height and width must be multiples of the VAE's spatial factor.
+callable (the synthetic world plugs in this way; it renders clips of build.frames when given). Clips are cut
+to the longest 4k+1 prefix (or build.frames); height and width must be multiples of the VAE's spatial factor.
 """
 from __future__ import annotations
 
